@@ -1,0 +1,361 @@
+"""Every touch of private torch internals (``torch._dynamo``, ``torch._logging``, ``torch._C``) lives here.
+
+A new torch release should be this one file's work. Each helper detects the feature it needs
+with ``hasattr`` and says which torch version it follows; callers never import torch privates.
+Checked on torch 2.11 (GPU image) and 2.13 (CPU CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from packaging.version import Version
+
+TORCH_VERSION = Version(torch.__version__.split("+")[0])
+
+
+@dataclass
+class RawBreak:
+    """A graph break or compile error as Dynamo saw it, before analysis."""
+
+    gb_type: str
+    message: str
+    frames: list[tuple[str, int, str]]
+    """(file, line, function), outermost first, as Dynamo's real_stack / user stack gives them."""
+    compile_id: str
+    exc_type: str
+    hard: bool = False
+    """True for an error that aborted the frame (Dynamo raised), False for a graph break."""
+
+
+@dataclass
+class RawGuardFail:
+    code: Any
+    reason: str
+
+
+@dataclass
+class DynamoEvents:
+    """What Dynamo reported while the hooks were installed."""
+
+    breaks: list[RawBreak] = field(default_factory=list)
+    guard_fails: list[RawGuardFail] = field(default_factory=list)
+
+
+def reset() -> None:
+    """Forget every compiled frame and counter (``torch._dynamo.reset``, public since 2.0)."""
+    torch._dynamo.reset()
+
+
+def current_compile_id() -> str:
+    """Dynamo's current compile id as 'frame/attempt' ('' outside a compile)."""
+    ctx = getattr(torch._guards, "CompileContext", None)
+    cid = ctx.current_compile_id() if ctx is not None and hasattr(ctx, "current_compile_id") else None
+    if cid is None:
+        return ""
+    frame_id = getattr(cid, "frame_id", None)
+    fcid = getattr(cid, "frame_compile_id", None)
+    return f"{frame_id}/{fcid}" if frame_id is not None else str(cid)
+
+
+def current_frame_code() -> Any:
+    """Code object of the frame Dynamo is tracing, inside a backend call (None elsewhere).
+
+    ``InstructionTranslator.current_tx()`` (torch >= 2.1) is only set while tracing.
+    """
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+    except Exception:
+        return None
+    return getattr(tx, "f_code", None)
+
+
+def mark_token_dim(t: torch.Tensor, dim: int, mode: str) -> None:
+    """Mark a tensor's token dim dynamic the way the engine does.
+
+    mode 'maybe' is sglang's ``torch._dynamo.maybe_mark_dynamic`` (0/1 still specialise);
+    'unbacked' uses ``torch._dynamo.decorators.mark_unbacked`` (2.3+); 'static' marks nothing.
+    """
+    if mode == "maybe":
+        torch._dynamo.maybe_mark_dynamic(t, dim)
+    elif mode == "unbacked":
+        mark = getattr(torch._dynamo, "mark_unbacked", None) or torch._dynamo.decorators.mark_unbacked
+        mark(t, dim)
+
+
+def optimize(
+    backend: Callable[..., Any],
+    guard_filter_fn: Callable[[Any], Any],
+    guard_fail_fn: Callable[[Any], None],
+) -> Callable[[Any], Any]:
+    """``torch._dynamo.optimize`` with graph breaks allowed and our guard hooks.
+
+    ``torch.compile`` takes ``guard_filter_fn`` only through ``options`` and has no
+    ``guard_fail_fn``; ``torch._dynamo.optimize`` takes both (torch >= 2.8).
+    """
+    return torch._dynamo.optimize(
+        backend, nopython=False, guard_filter_fn=guard_filter_fn, guard_fail_fn=guard_fail_fn
+    )
+
+
+@contextlib.contextmanager
+def tracing_config(recompile_limit: int = 64) -> Iterator[None]:
+    """Dynamo config for a collecting trace, restored on exit.
+
+    ``suppress_errors`` turns a frame Dynamo cannot compile at all (e.g. a custom op with no
+    fake impl raises TorchRuntimeError even with fullgraph=False) into an eager fallback that
+    we record, so the other frames are still traced and every problem is reported in one run.
+    """
+    patches: dict[str, Any] = {"suppress_errors": True}
+    if hasattr(torch._dynamo.config, "recompile_limit"):  # renamed from cache_size_limit in 2.6
+        patches["recompile_limit"] = recompile_limit
+    else:  # pragma: no cover - torch < 2.6
+        patches["cache_size_limit"] = recompile_limit
+    with torch._dynamo.config.patch(**patches):
+        yield
+
+
+_QUIET_LOGGERS = ("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses", "torch.utils._sympy")
+
+
+@contextlib.contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    """Silence torch's own warnings on the console while we trace (we report them ourselves)."""
+    import warnings
+
+    saved = []
+    for name in _QUIET_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.level))
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def dynamo_events() -> Iterator[DynamoEvents]:
+    """Collect every graph break and compile error Dynamo logs while inside the block.
+
+    Two sources, because neither alone sees everything (torch 2.13):
+    - ``InstructionTranslatorBase.log_graph_break`` (torch >= 2.6) receives the Unsupported
+      exception itself, including data-dependent jumps whose exception is no longer active
+      when the structured-trace artifact is emitted; we wrap it for the duration.
+    - the structured trace logger ``torch.__trace`` emits ``dynamo_graph_break_reason`` and
+      ``dynamo_error`` artifacts from convert_frame for frames Dynamo skips or fails, while the
+      exception is still active, so ``sys.exc_info()`` gives it to us.
+    ``torch._dynamo.explain`` and ``counters['graph_break']`` miss some of these.
+    """
+    events = DynamoEvents()
+    state = {"inside_log_graph_break": 0}
+    restore: list[Callable[[], None]] = []
+
+    translator = _instruction_translator_base()
+    if translator is not None and hasattr(translator, "log_graph_break"):
+        original = translator.log_graph_break
+
+        def log_graph_break(self: Any, code_options: Any, reason: str = "", exc: Any = None, *a: Any, **kw: Any) -> Any:
+            if exc is not None and not getattr(exc, "logged", False):
+                events.breaks.append(_raw_break(exc, hard=False))
+            state["inside_log_graph_break"] += 1
+            try:
+                return original(self, code_options, reason, exc, *a, **kw)
+            finally:
+                state["inside_log_graph_break"] -= 1
+
+        translator.log_graph_break = log_graph_break
+        restore.append(lambda: setattr(translator, "log_graph_break", original))
+
+    trace_log = _trace_logger()
+    handler = _ArtifactHandler(events, state, patched=bool(restore))
+    old_level = trace_log.level
+    trace_log.addHandler(handler)
+    trace_log.setLevel(logging.DEBUG)
+    try:
+        yield events
+    finally:
+        trace_log.removeHandler(handler)
+        trace_log.setLevel(old_level)
+        for undo in restore:
+            undo()
+
+
+class _ArtifactHandler(logging.Handler):
+    def __init__(self, events: DynamoEvents, state: dict[str, int], patched: bool) -> None:
+        super().__init__(logging.DEBUG)
+        self.events = events
+        self.state = state
+        self.patched = patched
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "metadata", None)
+        if not isinstance(meta, dict) or "artifact" not in meta:
+            return
+        name = meta["artifact"].get("name") if isinstance(meta["artifact"], dict) else None
+        if name not in ("dynamo_graph_break_reason", "dynamo_error"):
+            return
+        if name == "dynamo_graph_break_reason" and self.patched and self.state["inside_log_graph_break"]:
+            return  # already taken from log_graph_break itself
+        exc = sys.exc_info()[1]
+        hard = name == "dynamo_error"
+        if exc is not None:
+            self.events.breaks.append(_raw_break(exc, hard=hard))
+        else:
+            parsed = _parse_break_payload(str(getattr(record, "payload", "") or ""), hard)
+            if parsed is not None:
+                self.events.breaks.append(parsed)
+
+
+def _raw_break(exc: BaseException, hard: bool) -> RawBreak:
+    stack = getattr(exc, "real_stack", None) or []
+    frames = [(fs.filename, int(fs.lineno or 0), fs.name) for fs in stack]
+    if not frames and exc.__traceback__ is not None:
+        frames = [(f.filename, int(f.lineno or 0), f.name) for f in traceback.extract_tb(exc.__traceback__)]
+    msg = str(getattr(exc, "msg", None) or exc)
+    gb_type = getattr(exc, "gb_type", None) or ""
+    if not gb_type:
+        gb_type = type(exc).__name__
+    return RawBreak(gb_type, msg, frames, current_compile_id(), type(exc).__name__, hard)
+
+
+_FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+
+
+def _parse_break_payload(payload: str, hard: bool) -> Optional[RawBreak]:
+    # Fallback for torch versions without log_graph_break: the artifact's text.
+    m = re.search(r"Graph Break Reason: (.*?)\n\n", payload, re.S)
+    if not m and not hard:
+        return None
+    reason = m.group(1).strip() if m else payload.strip().splitlines()[-1]
+    user_part = payload.split("User code traceback:", 1)[-1].split("Traceback (most recent call last)", 1)[0]
+    frames = [(f["file"], int(f["line"]), f["func"]) for f in _FRAME_RE.finditer(user_part)]
+    return RawBreak(reason.splitlines()[0], reason, frames, current_compile_id(), "Unsupported", hard)
+
+
+def split_unsupported_message(msg: str) -> dict[str, str]:
+    """Split Dynamo's graph-break text into gb_type / explanation / hints / context (2.7+ format)."""
+    out = {"gb_type": msg.strip().splitlines()[0] if msg.strip() else "", "explanation": "", "hints": "", "context": ""}
+    exp = re.search(r"Explanation:[ \t]*(.*?)(?:\n\s*Hint:|\n\n|$)", msg, re.S)
+    if exp:
+        out["explanation"] = " ".join(exp.group(1).split())
+    out["hints"] = "\n".join(h.strip() for h in re.findall(r"Hint:\s*(.*)", msg))
+    ctx = re.search(r"Developer debug context:\s*(.*?)(?:\n\n|$)", msg, re.S)
+    if ctx:
+        out["context"] = " ".join(ctx.group(1).split())
+    return out
+
+
+def graph_break_id(gb_type: str) -> tuple[str, str]:
+    """(gb_id, doc_url) for a graph-break type from torch's registry, ('', '') if unknown.
+
+    ``torch._dynamo.exc._load_gb_type_to_gb_id_map`` / ``get_gbid_documentation_link`` exist
+    since torch 2.8 (graph break registry); detected with hasattr.
+    """
+    exc_mod = torch._dynamo.exc
+    if not gb_type or not hasattr(exc_mod, "_load_gb_type_to_gb_id_map"):
+        return "", ""
+    try:
+        gb_id = exc_mod._load_gb_type_to_gb_id_map().get(gb_type, "")
+    except Exception:
+        return "", ""
+    url = ""
+    if gb_id and hasattr(exc_mod, "get_gbid_documentation_link"):
+        url = exc_mod.get_gbid_documentation_link(gb_type) or ""
+    return gb_id, url
+
+
+def guard_entry(entry: Any) -> tuple[str, str, str]:
+    """(type, source, code) of one ``GuardFilterEntry`` (torch >= 2.8)."""
+    gtype = str(getattr(entry, "guard_type", "") or "")
+    name = str(getattr(entry, "name", "") or "")
+    orig = getattr(entry, "orig_guard", None)
+    code_list = getattr(orig, "code_list", None) if orig is not None else None
+    code = " and ".join(code_list) if code_list else ""
+    return gtype, name, code
+
+
+def guard_fail(fail: Any) -> RawGuardFail:
+    """Our record of a ``GuardFail`` (reason text, the failing code object)."""
+    return RawGuardFail(getattr(fail, "orig_code", None), str(getattr(fail, "reason", fail)))
+
+
+def resolve_op(name: str) -> Optional[Any]:
+    """The ``torch.ops`` packet for 'ns.op' / 'ns::op', or None when not registered."""
+    ns, _, op = name.replace("::", ".").partition(".")
+    op = op.split(".")[0]
+    if not ns or not op:
+        return None
+    try:
+        return getattr(getattr(torch.ops, ns), op)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def has_fake_kernel(overload: Any) -> bool:
+    """Whether an OpOverload can run under FakeTensorMode (fake impl, Meta kernel or composite)."""
+    try:
+        name = overload.name()
+    except Exception:
+        return False
+    c = torch._C
+    for key in ("Meta", "CompositeImplicitAutograd", "CompositeExplicitAutograd"):
+        if hasattr(c, "_dispatch_has_kernel_for_dispatch_key") and c._dispatch_has_kernel_for_dispatch_key(name, key):
+            return True
+    simple = getattr(torch._library, "simple_registry", None)
+    if simple is not None:
+        try:
+            return bool(simple.singleton.find(name).fake_impl.kernel)
+        except Exception:
+            return False
+    return False
+
+
+def placeholder_source(node: Any) -> str:
+    """Dynamo's source name of a graph placeholder ("L['x']", "L['self']._modules['lin']._parameters['weight']").
+
+    Read from ``node.meta['grapharg'].source``; ``Source.name`` is a method before 2.10 and may
+    become a property, so both are handled.
+    """
+    grapharg = node.meta.get("grapharg")
+    source = getattr(grapharg, "source", None)
+    if source is None:
+        return ""
+    name = getattr(source, "name", "")
+    try:
+        return str(name() if callable(name) else name)
+    except Exception:
+        return ""
+
+
+def is_param_placeholder(node: Any) -> bool:
+    """True for a placeholder that carries a module parameter or buffer (a weight)."""
+    src = placeholder_source(node)
+    return "_parameters[" in src or "_buffers[" in src or ".weight" in src or ".bias" in src
+
+
+def _instruction_translator_base() -> Any:
+    mod = getattr(torch._dynamo, "symbolic_convert", None)
+    if mod is None:
+        import importlib
+
+        mod = importlib.import_module("torch._dynamo.symbolic_convert")
+    return getattr(mod, "InstructionTranslatorBase", None)
+
+
+def _trace_logger() -> logging.Logger:
+    internal = getattr(torch._logging, "_internal", None)
+    lg = getattr(internal, "trace_log", None) if internal is not None else None
+    return lg if isinstance(lg, logging.Logger) else logging.getLogger("torch.__trace")

@@ -1,0 +1,221 @@
+"""Graph breaks: classify each one for PCG, find the line to edit, write the fix, deduplicate."""
+
+from __future__ import annotations
+
+import re
+from typing import Optional, Sequence
+
+from .. import _torch_compat as compat
+from ..report import Frame, GraphBreak
+from .fixes import data_ptr_fix, eager_only_fix, fake_impl_skeleton
+from .frames import to_frames, user_frame
+
+CATEGORIES = (
+    "data_ptr",
+    "missing_fake_impl",
+    "opaque_call",
+    "data_dependent",
+    "side_effect",
+    "unsupported_python",
+    "other",
+)
+
+_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("data_ptr", ("data pointer", "data_ptr")),
+    (
+        "missing_fake_impl",
+        ("fake tensor", "fake impl", "meta kernel", "no fake", "register_fake", "abstract impl"),
+    ),
+    (
+        "data_dependent",
+        (
+            "data-dependent",
+            "data dependent",
+            "tensor.item",
+            "dynamic shape operator",
+            "guardondatadependent",
+            "could not guard on",
+            "unbacked",
+            "tolist",
+        ),
+    ),
+    ("side_effect", ("logging", "logger", "builtin print", "print(", "warnings.warn", "side effect")),
+    (
+        "opaque_call",
+        (
+            "marked as skipped",
+            "skipped function",
+            "returned non-tensor",
+            "non-tensor",
+            "pybind",
+            "c function",
+            "builtin_function_or_method",
+            "unsupported function",
+            "failed to trace builtin",
+            "posix",
+            "subprocess",
+            "threading",
+            "compiler.disable",
+            "disabled function",
+        ),
+    ),
+    (
+        "unsupported_python",
+        (
+            "context manager",
+            "generator",
+            "unsupported method",
+            "unsupported python",
+            "try/except",
+            "exception",
+            "unsupported",
+        ),
+    ),
+)
+
+_HINTS = {
+    "data_ptr": (
+        "Reading an address breaks capture (and a captured graph would bake it in): run the check "
+        "only in eager with `not torch.compiler.is_compiling() and ...`."
+    ),
+    "missing_fake_impl": (
+        "Register the op with a fake impl so Dynamo can trace it as one node "
+        "(torch.library.register_fake, or sglang's register_custom_op(..., fake_impl=...))."
+    ),
+    "opaque_call": (
+        "Dynamo cannot see inside this call: wrap it as a custom op with mutates_args and a fake "
+        "impl (register_custom_op), or hoist a constant result (device queries) to __init__."
+    ),
+    "data_dependent": (
+        "A branch on tensor values cannot be captured: decide it outside the captured region "
+        "(a Python flag set before forward, as sglang forces one attention path under PCG), "
+        "or make it branch-free with torch.where."
+    ),
+    "side_effect": (
+        "Logging/printing in forward breaks the graph: move it out of forward or run it only in "
+        "eager with `if not torch.compiler.is_compiling():`."
+    ),
+    "unsupported_python": (
+        "Dynamo cannot trace this Python construct: restructure it (e.g. move the break out of the "
+        "`with` block), or run it outside the compiled forward."
+    ),
+    "other": "See the torch graph-break page for this type; under fullgraph=True it stops capture.",
+}
+
+
+def categorise(gb_type: str, message: str) -> str:
+    """PCG category of a graph break from its type and message."""
+    # The type decides first; the message (whose examples mention other things) only if it is silent.
+    for text in (gb_type.lower(), message.lower()):
+        for category, needles in _RULES:
+            if any(n in text for n in needles):
+                return category
+    return "other"
+
+
+def op_from_message(message: str) -> str:
+    """The op a missing-fake break names ('toy.nofake', 'toy2::nf'), '' if none."""
+    for pat in (
+        r"unsupported operator:\s*([\w]+\.[\w]+)(?:\.[\w]+)?",
+        r"CustomOpDef\(([\w]+::[\w]+)\)",
+        r"([\w]+::[\w]+)(?:\.[\w]+)?: attempted to run this operator with Meta tensors",
+        r"operator ([\w]+::[\w]+)",
+    ):
+        m = re.search(pat, message)
+        if m:
+            return m.group(1).replace("::", ".")
+    return ""
+
+
+def build_breaks(
+    raw: Sequence[compat.RawBreak],
+    sizes: dict[int, Optional[int]],
+    roots: Sequence[str],
+) -> list[GraphBreak]:
+    """Turn raw Dynamo events into deduplicated GraphBreak records, in first-seen order.
+
+    A break in a submodule is logged once while Dynamo inlines it into the caller's frame and
+    again when the submodule's own frame is traced: both point at the same user line.
+    """
+    merged: dict[tuple[str, str, int, str], dict] = {}
+    for i, rb in enumerate(raw):
+        frames = to_frames(rb.frames, roots)
+        uf = user_frame(frames)
+        parts = compat.split_unsupported_message(rb.message)
+        gb_type = rb.gb_type if rb.exc_type == "Unsupported" else (parts["gb_type"] or rb.gb_type)
+        category = categorise(gb_type, rb.message)
+        key = (category, gb_type, uf.file if uf else "", uf.line if uf else 0)
+        size = sizes.get(i)
+        if key in merged:
+            entry = merged[key]
+            entry["occurrences"] += 1
+            if size is not None and size not in entry["sizes"]:
+                entry["sizes"].append(size)
+            if len(frames) > len(entry["frames"]):
+                entry["frames"] = frames
+            continue
+        merged[key] = {
+            "raw": rb,
+            "category": category,
+            "gb_type": gb_type,
+            "parts": parts,
+            "frames": frames,
+            "uf": uf,
+            "occurrences": 1,
+            "sizes": [size] if size is not None else [],
+        }
+    out = []
+    for entry in merged.values():
+        out.append(_to_break(entry))
+    return out
+
+
+def _to_break(entry: dict) -> GraphBreak:
+    rb: compat.RawBreak = entry["raw"]
+    uf: Optional[Frame] = entry["uf"]
+    category = entry["category"]
+    parts = entry["parts"]
+    gb_id, url = compat.graph_break_id(entry["gb_type"]) if rb.exc_type == "Unsupported" else ("", "")
+    reason = parts["explanation"] or (entry["gb_type"] if parts["context"] else _first_line(rb.message)) or rb.gb_type
+    if parts["context"] and parts["context"] not in reason:
+        reason = f"{reason} ({parts['context']})"
+    if rb.hard:
+        reason = f"{rb.exc_type}: {_first_line(rb.message)} — Dynamo gave up on the whole frame"
+    op = op_from_message(rb.message) if category == "missing_fake_impl" else ""
+    code = uf.code if uf else ""
+    hint, fix = _HINTS[category], ""
+    if category == "data_ptr":
+        fix = data_ptr_fix(code)
+    elif category == "side_effect":
+        fix = eager_only_fix(code)
+    elif category == "missing_fake_impl" and op:
+        hint = f"`{op}` has no fake/meta kernel: register one so Dynamo can trace it as one node."
+        fix = fake_impl_skeleton(op)
+    elif category == "opaque_call" and uf is not None and entry["frames"] and not entry["frames"][-1].is_user:
+        lib = entry["frames"][-1]
+        hint = f"Dynamo followed this call into library code ({lib.file}:{lib.line}) it cannot trace: " + _HINTS[category]
+    return GraphBreak(
+        category=category,
+        reason=reason,
+        gb_type=entry["gb_type"],
+        gb_id=gb_id,
+        doc_url=url,
+        file=uf.file if uf else "",
+        line=uf.line if uf else 0,
+        function=uf.function if uf else "",
+        code=code,
+        user_stack=entry["frames"],
+        hint=hint,
+        fix=fix,
+        op=op,
+        capture_sizes=tuple(sorted(entry["sizes"])),
+        occurrences=entry["occurrences"],
+        fatal=rb.hard,
+    )
+
+
+def _first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return ""

@@ -1,0 +1,36 @@
+"""Command-line entry point. Wiring only: parse, call the library, render. No torch at import."""
+
+from __future__ import annotations
+
+import typer
+
+from .trace_cmd import trace
+
+app = typer.Typer(
+    name="pcg-inspect",
+    help="Debug piecewise CUDA graph (PCG) capture: graph breaks, guards, split points, replay.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("trace")(trace)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"pcg-inspect {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Debug piecewise CUDA graph (PCG) capture: graph breaks, guards, split points, replay."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,84 @@
+"""``pcg-inspect trace``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import EXIT_OK, EXIT_PROBLEMS, UsageError
+from ._utils import Debug, JsonOut, Quiet, argv_command, consoles, guarded
+
+
+def trace(
+    target: Annotated[str, typer.Argument(help="path/to/file.py:factory or package.module:factory")],
+    tokens: Annotated[str, typer.Option("--tokens", "-t", help="Capture sizes (token counts), comma-separated.")] = "1,8,64",
+    split_op: Annotated[
+        Optional[list[str]],
+        typer.Option("--split-op", help="Op that starts its own eager piece (ns::op, ns.op, ns.op.default). Repeatable."),
+    ] = None,
+    no_sglang_split_ops: Annotated[
+        bool, typer.Option("--no-sglang-split-ops", help="Do not add sglang's registered split ops even if sglang imports.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, bfloat16 or float16 (default: as the factory builds).")] = None,
+    dynamic: Annotated[
+        str, typer.Option("--dynamic", help="How token dims are marked: maybe (sglang's maybe_mark_dynamic), unbacked, static.")
+    ] = "maybe",
+    json_out: JsonOut = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for all artifacts (report.json).", metavar="DIR")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Trace TARGET like piecewise CUDA graph capture and report every graph break, guard, recompile and piece.
+
+    Exit codes: 0 capturable, 1 problems found, 2 usage or load error, 3 internal error.
+    """
+
+    def body() -> int:
+        from ..load import parse_capture_sizes
+        from ..pipeline import TraceOptions, run_trace
+
+        sizes = parse_capture_sizes(tokens)
+        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+            raise UsageError(f"--device must be cpu or cuda, got {device!r}")
+        view, err = consoles(json_out == "-")
+        opts = TraceOptions(
+            target=target,
+            capture_sizes=sizes,
+            split_ops=tuple(split_op or ()),
+            device=device,
+            dtype=dtype,
+            dynamic=dynamic,
+            use_sglang_split_ops=not no_sglang_split_ops,
+            command=argv_command(),
+        )
+        if quiet or not err.is_terminal:
+            run = run_trace(opts)
+        else:
+            with err.status("tracing…") as status:
+                run = run_trace(opts, progress=lambda msg: status.update(msg))
+        report = run.report
+        _write_outputs(report, json_out, out)
+        from ..render.console import render, verdict
+
+        view.print(verdict(report) if quiet else render(report))
+        return EXIT_OK if report.summary.capturable else EXIT_PROBLEMS
+
+    raise typer.Exit(guarded(debug, body))
+
+
+def _write_outputs(report, json_out: Optional[str], out: Optional[Path]) -> None:
+    import sys
+
+    from .._io import write_atomic
+
+    text = report.to_json()
+    if json_out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    elif json_out:
+        write_atomic(json_out, text)
+    if out is not None:
+        write_atomic(out / "report.json", text)

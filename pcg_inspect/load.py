@@ -1,0 +1,315 @@
+"""Stage 1, load: resolve ``file.py:factory`` / ``pkg.mod:factory``, call the factory, build inputs.
+
+The factory returns an ``nn.Module``, ``(module, args)`` or ``(module, args, kwargs)``. If it
+accepts a ``tokens`` keyword it is called once per capture size; the module of the first call is
+traced at every size (sglang compiles one model), later calls only contribute inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import TargetError, UsageError
+
+DEFAULT_CAPTURE_SIZES = (1, 8, 64)
+
+
+@dataclass
+class Call:
+    """Inputs for one capture size, and which dims of which tensors carry the token count."""
+
+    tokens: int | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    token_dims: dict[str, int] = field(default_factory=dict)
+    """Input path (e.g. 'args[0]', "kwargs['positions']") -> token dim."""
+
+
+@dataclass
+class Target:
+    """A loaded target: live module and inputs (not a report record; it holds tensors)."""
+
+    spec: str
+    module: Any
+    calls: list[Call]
+    split_ops: tuple[str, ...]
+    """Split ops the target's module declares in ``SPLIT_OPS``."""
+    roots: tuple[str, ...]
+    """Folders whose files count as user code (the target file's folder / package)."""
+    factory_file: str
+    factory_line: int
+
+
+def load(spec: str, capture_sizes: tuple[int, ...], device: str = "cpu", dtype: str | None = None) -> Target:
+    """Load a target and build its inputs for each capture size.
+
+    Args:
+        spec: ``path/to/file.py:factory`` or ``package.module:factory``.
+        capture_sizes: token counts, used when the factory takes ``tokens``.
+        device: 'cpu' or 'cuda'; passed to the factory if it takes ``device``, else applied with ``.to``.
+        dtype: torch dtype name; passed as ``dtype`` if accepted, else floating tensors are cast.
+    Returns:
+        The Target.
+    Raises:
+        TargetError: any problem locating, importing or calling the factory, or a bad return value.
+    """
+    import torch
+
+    mod, attr, roots = _import_target(spec)
+    factory = getattr(mod, attr, None)
+    if factory is None:
+        where = spec.rpartition(":")[0]
+        raise TargetError(f"{spec}: {where} has no attribute {attr!r}")
+    if not callable(factory):
+        raise TargetError(f"{spec}: {attr!r} is not callable (got {type(factory).__name__})")
+    torch_dtype = _torch_dtype(dtype) if dtype else None
+    params = _parameters(factory)
+    takes_tokens = "tokens" in params
+    calls: list[Call] = []
+    module = None
+    sizes: tuple[int | None, ...] = tuple(capture_sizes) if takes_tokens else (None,)
+    for tokens in sizes:
+        kwargs: dict[str, Any] = {}
+        if takes_tokens:
+            kwargs["tokens"] = tokens
+        if "device" in params:
+            kwargs["device"] = device
+        if "dtype" in params and torch_dtype is not None:
+            kwargs["dtype"] = torch_dtype
+        torch.manual_seed(0)
+        result = _call_factory(spec, factory, kwargs)
+        m, args, call_kwargs = _normalise(spec, result, tokens)
+        if module is None:
+            module = m
+        calls.append(Call(tokens, args, call_kwargs))
+    assert module is not None  # sizes is never empty
+    module = _place(module, device, torch_dtype if "dtype" not in params else None)
+    for c in calls:
+        c.args = tuple(_place_value(a, device, torch_dtype) for a in c.args)
+        c.kwargs = {k: _place_value(v, device, torch_dtype) for k, v in c.kwargs.items()}
+    _infer_token_dims(calls)
+    split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ())
+    file, line = _source_of(factory)
+    return Target(spec, module, calls, split_ops, roots, file, line)
+
+
+def parse_capture_sizes(text: str) -> tuple[int, ...]:
+    """Parse '1,8,512' into sorted unique positive ints (UsageError otherwise)."""
+    sizes: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) <= 0:
+            raise UsageError(f"--tokens expects positive integers separated by commas, got {text!r}")
+        sizes.append(int(part))
+    if not sizes:
+        raise UsageError("--tokens needs at least one size")
+    return tuple(dict.fromkeys(sizes))
+
+
+def _import_target(spec: str) -> tuple[Any, str, tuple[str, ...]]:
+    if ":" not in spec:
+        raise TargetError(
+            f"target {spec!r} must be 'path/to/file.py:factory' or 'package.module:factory'"
+        )
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr.isidentifier():
+        raise TargetError(f"target {spec!r}: expected 'file.py:factory' or 'module:factory'")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise TargetError(f"target file not found: {where}")
+        return _import_file(path), attr, (str(path.parent),)
+    try:
+        mod = importlib.import_module(where)
+    except ModuleNotFoundError as exc:
+        if exc.name and where.startswith(exc.name):
+            raise TargetError(f"cannot import module {where!r}: no module named {exc.name!r}") from None
+        raise TargetError(f"importing {where!r} failed: {_one_line(exc)}") from None
+    except Exception as exc:  # the user's module raised while importing
+        raise TargetError(f"importing {where!r} failed: {_one_line(exc)}") from None
+    top = importlib.import_module(where.split(".")[0])
+    roots = tuple(str(Path(p).resolve()) for p in getattr(top, "__path__", [])) or (
+        str(Path(getattr(mod, "__file__", ".")).resolve().parent),
+    )
+    return mod, attr, roots
+
+
+def _import_file(path: Path) -> Any:
+    # One module per file path, reused: re-executing a file would re-register its custom ops.
+    name = "_pcg_target_" + path.stem + "_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    if name in sys.modules:
+        return sys.modules[name]
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise TargetError(f"cannot import {path}: not a Python file")
+    mod = importlib.util.module_from_spec(mod_spec)
+    sys.modules[name] = mod
+    sys.path.insert(0, str(path.parent))
+    try:
+        mod_spec.loader.exec_module(mod)
+    except Exception as exc:
+        del sys.modules[name]
+        raise TargetError(f"importing {path} failed: {_one_line(exc)}{_where(exc, path)}") from None
+    finally:
+        try:
+            sys.path.remove(str(path.parent))
+        except ValueError:
+            pass
+    return mod
+
+
+def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return factory(**kwargs)
+    except Exception as exc:
+        file, _ = _source_of(factory)
+        raise TargetError(
+            f"factory {spec} raised {_one_line(exc)}{_where(exc, Path(file) if file else None)}"
+        ) from None
+
+
+def _normalise(spec: str, result: Any, tokens: int | None) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    import torch
+
+    if isinstance(result, torch.nn.Module):
+        return result, _default_inputs(spec, result, tokens), {}
+    if isinstance(result, tuple) and len(result) in (2, 3) and isinstance(result[0], torch.nn.Module):
+        args = result[1]
+        if isinstance(args, torch.Tensor):
+            args = (args,)
+        if not isinstance(args, (tuple, list)):
+            raise TargetError(f"factory {spec} returned args of type {type(args).__name__}; expected a tuple")
+        kwargs = result[2] if len(result) == 3 else {}
+        if not isinstance(kwargs, dict):
+            raise TargetError(f"factory {spec} returned kwargs of type {type(kwargs).__name__}; expected a dict")
+        return result[0], tuple(args), dict(kwargs)
+    raise TargetError(
+        f"factory {spec} returned {type(result).__name__}; expected an nn.Module, "
+        "(module, args) or (module, args, kwargs)"
+    )
+
+
+def _default_inputs(spec: str, module: Any, tokens: int | None) -> tuple[Any, ...]:
+    # A bare module: ask it (example_inputs), else infer from its first Embedding / Linear.
+    import torch
+
+    t = tokens or 8
+    if hasattr(module, "example_inputs"):
+        out = module.example_inputs(t)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Embedding):
+            return (torch.randint(0, sub.num_embeddings, (t,)),)
+        if isinstance(sub, torch.nn.Linear):
+            return (torch.randn(t, sub.in_features),)
+    raise TargetError(
+        f"factory {spec} returned a bare module whose inputs cannot be inferred; "
+        "return (module, args) or give the module an example_inputs(tokens) method"
+    )
+
+
+def _infer_token_dims(calls: list[Call]) -> None:
+    # A dim carries the token count if its size equals the capture size at every size.
+    sized = [c for c in calls if c.tokens is not None]
+    for c in calls:
+        for path, t in _tensors(c):
+            if c.tokens is None:
+                if t.dim() > 0:
+                    c.token_dims[path] = 0
+                continue
+            for d in range(t.dim()):
+                if all(_dim_of(o, path, d) == o.tokens for o in sized):
+                    c.token_dims[path] = d
+                    break
+
+
+def _dim_of(call: Call, path: str, dim: int) -> int | None:
+    for p, t in _tensors(call):
+        if p == path:
+            return int(t.shape[dim]) if dim < t.dim() else None
+    return None
+
+
+def _tensors(call: Call) -> list[tuple[str, Any]]:
+    import torch
+
+    out = [(f"args[{i}]", a) for i, a in enumerate(call.args) if isinstance(a, torch.Tensor)]
+    out += [(f"kwargs[{k!r}]", v) for k, v in call.kwargs.items() if isinstance(v, torch.Tensor)]
+    return out
+
+
+def tensor_at(call: Call, path: str) -> Any:
+    """The tensor an input path names ('args[0]' or "kwargs['x']")."""
+    for p, t in _tensors(call):
+        if p == path:
+            return t
+    raise KeyError(path)
+
+
+def _place(module: Any, device: str, dtype: Any) -> Any:
+    module = module.to(device)
+    if dtype is not None:
+        module = module.to(dtype)
+    return module.eval()
+
+
+def _place_value(v: Any, device: str, dtype: Any) -> Any:
+    import torch
+
+    if isinstance(v, torch.Tensor):
+        v = v.to(device)
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+    return v
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
+    dt = getattr(torch, aliases.get(name, name), None)
+    if not isinstance(dt, torch.dtype):
+        raise UsageError(f"unknown --dtype {name!r}; use float32, bfloat16 or float16")
+    return dt
+
+
+def _parameters(fn: Callable[..., Any]) -> set[str]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return set()
+    return {n for n, p in sig.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _source_of(fn: Any) -> tuple[str, int]:
+    try:
+        return inspect.getsourcefile(fn) or "", inspect.getsourcelines(fn)[1]
+    except (TypeError, OSError):
+        return "", 0
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__
+
+
+def _where(exc: BaseException, path: Path | None) -> str:
+    # Point at the deepest frame in the target's own file, if any.
+    frames = traceback.extract_tb(exc.__traceback__)
+    if path is not None:
+        mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+        if mine:
+            return f" (at {mine[-1].filename}:{mine[-1].lineno})"
+    if frames:
+        return f" (at {frames[-1].filename}:{frames[-1].lineno})"
+    return ""

@@ -1,0 +1,225 @@
+"""The pipeline: load -> trace -> analyze -> split -> replay -> Report. The CLI calls only this."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from . import __version__
+from .errors import UsageError
+from .report import SCHEMA_VERSION, Environment, Graph, Report, Summary, count_findings
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """What ``pcg-inspect trace`` was asked to do."""
+
+    target: str
+    capture_sizes: tuple[int, ...] = (1, 8, 64)
+    split_ops: tuple[str, ...] = ()
+    device: str = "cpu"
+    dtype: Optional[str] = None
+    dynamic: str = "maybe"
+    replay: bool = True
+    isolate: bool = False
+    use_sglang_split_ops: bool = True
+    command: str = ""
+
+
+@dataclass
+class TraceRun:
+    """A finished run: the report plus the live objects later stages may reuse."""
+
+    report: Report
+    target: Any = None
+    trace: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> TraceRun:
+    """Run the whole pipeline for one target.
+
+    Raises:
+        UsageError: bad options (CUDA without a GPU, unknown split op).
+        TargetError: the target could not be loaded.
+    """
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    if options.dynamic not in ("maybe", "unbacked", "static"):
+        raise UsageError(f"--dynamic must be maybe, unbacked or static, got {options.dynamic!r}")
+
+    t0 = time.perf_counter()
+    say("importing torch")
+    import torch
+
+    from . import analyze as analyze_stage
+    from . import load as load_stage
+    from . import split as split_stage
+    from . import trace as trace_stage
+
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch.cuda.is_available() is False on this machine")
+    if options.device != "cpu" and not options.device.startswith("cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got {options.device!r}")
+    timings["import_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    say(f"loading {options.target}")
+    target = load_stage.load(options.target, options.capture_sizes, options.device, options.dtype)
+    timings["load_s"] = time.perf_counter() - t
+
+    split_ops, sglang_version, warnings = resolve_split_ops(
+        options.split_ops + target.split_ops, options.use_sglang_split_ops
+    )
+
+    t = time.perf_counter()
+    result = trace_stage.trace(target, options.dynamic, on_progress=say)
+    timings["trace_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("analyzing")
+    analysis = analyze_stage.analyze(result, target)
+    timings["analyze_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    graphs, pieces = [], []
+    for g in result.graphs:
+        ps, nodes = split_stage.describe(g.gm, g.index, split_ops)
+        pieces.extend(ps)
+        graphs.append(_graph_record(g, nodes))
+    timings["split_s"] = time.perf_counter() - t
+
+    sizes = tuple(c.tokens for c in target.calls if c.tokens is not None)
+    env = Environment(
+        tool_version=__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        platform=f"{platform.system()} {platform.machine()}",
+        device=_device_name(options.device),
+        dtype=options.dtype or "as built",
+        command=options.command,
+        target=options.target,
+        capture_sizes=sizes,
+        dynamic=options.dynamic,
+        sglang_version=sglang_version,
+    )
+    report = Report(
+        schema_version=SCHEMA_VERSION,
+        environment=env,
+        summary=_summary(graphs, analysis.graph_breaks, analysis.findings, pieces, analysis.recompiles),
+        graph_breaks=analysis.graph_breaks,
+        findings=analysis.findings,
+        graphs=tuple(graphs),
+        guards=analysis.guards,
+        recompiles=analysis.recompiles,
+        split_ops=tuple(split_ops),
+        pieces=tuple(pieces),
+        warnings=tuple(warnings),
+        timings_s={k: round(v, 4) for k, v in timings.items()},
+    )
+    return TraceRun(report, target, result)
+
+
+def with_summary(report: Report, **changes: Any) -> Report:
+    """A copy of ``report`` with fields replaced and the summary recomputed."""
+    import dataclasses
+
+    r = dataclasses.replace(report, **changes)
+    summary = _summary(r.graphs, r.graph_breaks, r.findings, r.pieces, r.recompiles)
+    if r.replay is not None:
+        summary = dataclasses.replace(summary, replay_status=r.replay.status)
+    return dataclasses.replace(r, summary=summary)
+
+
+def resolve_split_ops(names: Sequence[str], use_sglang: bool) -> tuple[list[str], str, list[str]]:
+    """Canonical split-op names: the user's, the target's ``SPLIT_OPS`` and sglang's registry.
+
+    Raises:
+        UsageError: a name is malformed or names no registered op.
+    """
+    from . import _torch_compat as compat
+    from .split import normalise_op_name
+
+    warnings: list[str] = []
+    sglang_version = ""
+    wanted = list(names)
+    if use_sglang:
+        sglang_ops, sglang_version = _sglang_split_ops()
+        wanted += sglang_ops
+    out: list[str] = []
+    for name in wanted:
+        canon = normalise_op_name(name)
+        if compat.resolve_op(canon) is None:
+            if name in names:
+                raise UsageError(f"unknown split op {name!r}: no op {canon.replace('.', '::', 1)} is registered after loading the target")
+            warnings.append(f"sglang split op {name} is not registered in this process; skipped")
+            continue
+        if canon not in out:
+            out.append(canon)
+    return out, sglang_version, warnings
+
+
+def _sglang_split_ops() -> tuple[list[str], str]:
+    try:
+        from sglang.srt.compilation.compilation_config import SPLIT_OPS  # type: ignore[import-not-found]
+    except Exception:
+        return [], ""
+    try:
+        from importlib.metadata import version
+
+        ver = version("sglang")
+    except Exception:
+        ver = "unknown"
+    return list(SPLIT_OPS), ver
+
+
+def _graph_record(g: Any, nodes: tuple) -> Graph:
+    from .analyze.frames import clean_function
+    from .split import op_label, shape_of
+
+    code = g.code
+    calls = [n for n in g.gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    weights = {n.name for n in nodes if n.is_weight}
+    inputs = [n for n in g.gm.graph.nodes if n.op == "placeholder" and n.name not in weights]
+    return Graph(
+        index=g.index,
+        compile_id=g.compile_id,
+        function=clean_function(code.co_name) if code else "",
+        file=code.co_filename if code else "",
+        line=code.co_firstlineno if code else 0,
+        num_nodes=len(calls),
+        ops=tuple(op_label(n) for n in calls),
+        capture_sizes=tuple(sorted(g.capture_sizes)),
+        input_shapes=tuple(s for s in (shape_of(n) for n in inputs) if s),
+        nodes=nodes,
+    )
+
+
+def _summary(graphs: Sequence, breaks: Sequence, findings: Sequence, pieces: Sequence, recompiles: Sequence) -> Summary:
+    counts = count_findings(findings)
+    return Summary(
+        num_graphs=len(graphs),
+        num_graph_breaks=len(breaks),
+        num_findings=counts,
+        num_pieces=len(pieces),
+        num_recompiles=len(recompiles),
+        capturable=not breaks and counts.get("error", 0) == 0,
+    )
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name()})"
+    return "cpu"
+
+
+def command_line() -> str:
+    """The command as typed (for the report)."""
+    return " ".join(["pcg-inspect", *sys.argv[1:]])

@@ -1,0 +1,1 @@
+"""Views of a Report. Each renderer returns content; ``pcg_inspect._io`` writes files."""

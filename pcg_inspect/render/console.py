@@ -1,0 +1,224 @@
+"""Terminal view of a Report: read top-down, verdict first. Returns renderables; the CLI prints."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from rich.console import Group
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from ..report import Report
+
+MAX_PIECE_ROWS = 40
+_SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def short_path(path: str) -> str:
+    """Path relative to the working directory when below it."""
+    if not path:
+        return "?"
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def loc(file: str, line: int) -> str:
+    return f"{short_path(file)}:{line}" if line else short_path(file)
+
+
+def verdict(report: Report) -> Text:
+    """One line: capturable or not, with the counts that say why."""
+    s = report.summary
+    nf = s.num_findings
+    counts = (
+        f"{s.num_graph_breaks} graph break(s), {nf.get('error', 0)} error(s), {nf.get('warning', 0)} warning(s)"
+        f" · {s.num_graphs} graph(s) · {s.num_pieces} piece(s) · {s.num_recompiles} recompile(s)"
+    )
+    if s.capturable:
+        head = Text("✓ CAPTURABLE", style="bold green")
+    else:
+        head = Text("✗ NOT CAPTURABLE", style="bold red")
+    line = Text.assemble(head, " — ", counts)
+    if s.replay_status:
+        style = "green" if s.replay_status == "ok" else "bold red"
+        line.append(" · replay: ")
+        line.append(s.replay_status, style=style)
+    return line
+
+
+def render(report: Report) -> Group:
+    """The whole terminal view."""
+    env = report.environment
+    parts: list[Any] = [
+        Text(
+            f"pcg-inspect {env.tool_version} · {env.target} · torch {env.torch_version} · {env.device} · "
+            f"capture sizes {', '.join(map(str, env.capture_sizes)) or 'as given'} · dynamic={env.dynamic}",
+            style="dim",
+        ),
+        verdict(report),
+    ]
+    parts += list(_breaks(report))
+    parts += list(_findings(report))
+    parts += list(_pieces(report))
+    parts += list(_guards(report))
+    parts += list(_replay(report))
+    for w in report.warnings:
+        parts.append(Text(f"note: {w}", style="dim"))
+    return Group(*parts)
+
+
+def _breaks(report: Report) -> Iterable[Any]:
+    if not report.graph_breaks:
+        return
+    yield Text("")
+    yield Text("Graph breaks — each one stops sglang's fullgraph=True capture", style="bold")
+    for i, b in enumerate(report.graph_breaks, 1):
+        gid = f" [{b.gb_id}]" if b.gb_id else ""
+        fatal = " (Dynamo raised: whole frame fell back to eager)" if b.fatal else ""
+        yield Text.assemble(
+            f"{i:>2}. ", (b.category, "bold red"), f"  {loc(b.file, b.line)} in {b.function}", (gid, "dim"), fatal
+        )
+        if b.code:
+            yield Text(f"      {b.line:>4} │ {b.code}", style="bold")
+        yield Text(f"      {b.reason}", style="dim")
+        lib = [f for f in b.user_stack if not f.is_user]
+        if lib:
+            yield Text(f"      reached library code: {loc(lib[-1].file, lib[-1].line)} in {lib[-1].function}", style="dim")
+        yield Text.assemble("      hint: ", b.hint)
+        if b.fix:
+            yield _fix(b.fix)
+        if b.doc_url:
+            yield Text(f"      docs: {b.doc_url}", style="dim")
+
+
+def _fix(fix: str) -> Text:
+    lines = fix.splitlines()
+    out = Text("      fix:  ", style="green")
+    out.append(lines[0], style="green")
+    for ln in lines[1:]:
+        out.append("\n            " + ln, style="green")
+    return out
+
+
+def _findings(report: Report) -> Iterable[Any]:
+    if not report.findings:
+        return
+    yield Text("")
+    yield Text("Findings", style="bold")
+    order = {"error": 0, "warning": 1, "info": 2}
+    for f in sorted(report.findings, key=lambda f: order.get(f.severity, 3)):
+        where = f"  {loc(f.file, f.line)}" if f.file else ""
+        op = f"  op {f.op}" if f.op else ""
+        yield Text.assemble(
+            ("  " + f.severity.ljust(8), _SEV_STYLE.get(f.severity, "")), (f.kind, "bold"), where, op
+        )
+        yield Text(f"      {f.message}")
+        if f.code:
+            yield Text(f"      {f.line:>4} │ {f.code}", style="dim")
+        if f.hint:
+            yield Text(f"      hint: {f.hint}")
+        if f.fix:
+            yield _fix(f.fix)
+
+
+def _pieces(report: Report) -> Iterable[Any]:
+    if not report.pieces:
+        return
+    yield Text("")
+    ops = ", ".join(report.split_ops) or "none"
+    yield Text(f"Pieces — split ops: {ops}", style="bold")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for col in ("graph", "piece", "kind", "nodes", "ops", "inputs → outputs"):
+        table.add_column(col, overflow="fold")
+    graphs = {g.index: g for g in report.graphs}
+    # A recompile of the same code gives the same pieces: show them once, with every compile id.
+    compiles: dict[tuple, list[str]] = {}
+    first_of: dict[int, tuple] = {}
+    for g in report.graphs:
+        key = (g.function, g.file, g.line, g.ops)
+        compiles.setdefault(key, []).append(g.compile_id)
+        first_of[g.index] = key
+    shown_keys: set[tuple] = set()
+    rows = 0
+    for p in report.pieces:
+        g = graphs.get(p.graph)
+        key = first_of.get(p.graph)
+        if key is not None and compiles[key][0] != (g.compile_id if g else None):
+            continue
+        if rows >= MAX_PIECE_ROWS:
+            table.add_row("…", "", "", "", "more in the JSON report", "")
+            break
+        rows += 1
+        shown_keys.add(key)
+        ids = compiles.get(key, [])
+        gname = f"{p.graph} {g.function} [{', '.join(ids)}]" if g else str(p.graph)
+        kind = Text("split (eager)", style="magenta") if p.is_split else Text("captured", style="green")
+        shown = ", ".join(p.ops[:5]) + (f", … +{len(p.ops) - 5}" if len(p.ops) > 5 else "")
+        io = f"{len(p.input_shapes)} in → {', '.join(p.output_shapes[:2])}{' …' if len(p.output_shapes) > 2 else ''}"
+        table.add_row(gname, str(p.index), kind, str(p.num_nodes), escape(shown), escape(io))
+    yield table
+
+
+def _guards(report: Report) -> Iterable[Any]:
+    if not report.guards:
+        return
+    totals: dict[str, int] = {}
+    for gs in report.guards:
+        for t, c in gs.count_by_type().items():
+            totals[t] = totals.get(t, 0) + c
+    top = sorted(totals.items(), key=lambda kv: -kv[1])
+    yield Text("")
+    yield Text.assemble(
+        ("Guards", "bold"),
+        f" — {len(report.guards)} compiled frame(s), {sum(totals.values())} guards: ",
+        ", ".join(f"{t} {c}" for t, c in top[:8]),
+    )
+    if report.recompiles:
+        yield Text(f"Recompiles — {len(report.recompiles)}", style="bold")
+        for rc in report.recompiles[:6]:
+            at = f"at {rc.capture_size} tokens" if rc.capture_size else ""
+            yield Text(f"  {rc.compile_id:<5} {rc.function} {at}: {'; '.join(rc.reasons)[:160]}", style="dim")
+        if len(report.recompiles) > 6:
+            yield Text(f"  … {len(report.recompiles) - 6} more in the JSON report", style="dim")
+
+
+def _replay(report: Report) -> Iterable[Any]:
+    rp = report.replay
+    if rp is None:
+        return
+    yield Text("")
+    yield Text.assemble(("Replay", "bold"), f" — {rp.mode} on {rp.device}: ", (rp.status, "green" if rp.status == "ok" else "bold red"))
+    if rp.note:
+        yield Text(f"  {rp.note}", style="dim")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for col in ("tokens", "piece", "kind", "status", "max abs err", "max rel err", "eager µs", "graph µs", "speed-up"):
+        table.add_column(col, justify="right" if col not in ("kind", "status") else "left")
+    for sr in rp.sizes:
+        for pr in sr.pieces:
+            speed = f"{pr.eager_us / pr.graph_us:.2f}x" if pr.graph_us > 0 else "-"
+            style = "green" if pr.status == "ok" else ("dim" if pr.status == "skipped" else "bold red")
+            table.add_row(
+                str(sr.capture_size),
+                str(pr.index),
+                "split" if pr.is_split else "captured",
+                Text(pr.status, style=style),
+                f"{pr.max_abs_err:.2e}",
+                f"{pr.max_rel_err:.2e}",
+                f"{pr.eager_us:.1f}" if pr.eager_us else "-",
+                f"{pr.graph_us:.1f}" if pr.graph_us else "-",
+                speed,
+            )
+        table.add_row(
+            str(sr.capture_size), "all", "model", Text(sr.status, style="green" if sr.status == "ok" else "bold red"),
+            f"{sr.max_abs_err:.2e}", f"{sr.max_rel_err:.2e}", "", "", "",
+        )
+    yield table
+    for sr in rp.sizes:
+        for pr in sr.pieces:
+            if pr.message and pr.status != "ok":
+                yield Text(f"  {sr.capture_size} tokens, piece {pr.index}: {pr.message}", style="red")

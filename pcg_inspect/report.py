@@ -1,0 +1,445 @@
+"""The Report: frozen, JSON-safe records that every stage adds to and every view reads.
+
+Keys are public API (CI scripts and ``diff`` read them): add fields, never rename them.
+Bump ``SCHEMA_VERSION`` when a field changes meaning or disappears.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import ReportError
+
+SCHEMA_VERSION = "1"
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a user stack."""
+
+    file: str
+    """Absolute path of the source file."""
+    line: int
+    """1-based line number."""
+    function: str
+    """Function name."""
+    code: str = ""
+    """The source line, stripped."""
+    is_user: bool = True
+    """False for library / torch / stdlib frames."""
+
+
+@dataclass(frozen=True)
+class GraphBreak:
+    """One graph break, deduplicated over capture sizes and nested frames."""
+
+    category: str
+    """data_ptr | missing_fake_impl | opaque_call | data_dependent | side_effect | unsupported_python | other"""
+    reason: str
+    """Dynamo's explanation, first paragraph."""
+    gb_type: str
+    """Dynamo's graph-break type, e.g. 'Data pointer comparison'."""
+    gb_id: str
+    """Registry id such as 'GB0090' when the running torch knows it, else ''."""
+    doc_url: str
+    """Documentation page for ``gb_id`` when known, else ''."""
+    file: str
+    """The user file to edit."""
+    line: int
+    """The line to edit."""
+    function: str
+    """Function holding that line."""
+    code: str
+    """That source line."""
+    user_stack: tuple[Frame, ...]
+    """Outermost first, down to the frame Dynamo stopped in (library frames included)."""
+    hint: str
+    """One-line PCG-specific fix."""
+    fix: str = ""
+    """Replacement code to paste, where one can be derived."""
+    op: str = ""
+    """The op involved (missing fake impls), else ''."""
+    capture_sizes: tuple[int, ...] = ()
+    """Token counts at which this break was seen."""
+    occurrences: int = 1
+    """How many raw break events were merged into this one."""
+    fatal: bool = False
+    """Dynamo raised instead of breaking: the whole frame fell back to eager."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem (or note) that explains a capture failure or a silent difference."""
+
+    kind: str
+    """Finding kind; ``pcg-inspect --explain KIND`` documents each."""
+    severity: str
+    """error | warning | info. Errors make the target not capturable."""
+    message: str
+    """What is wrong, one sentence."""
+    file: str = ""
+    """File to edit ('' when not tied to source)."""
+    line: int = 0
+    """Line to edit (0 when unknown)."""
+    function: str = ""
+    """Function holding that line."""
+    code: str = ""
+    """That source line."""
+    op: str = ""
+    """Op name where there is one."""
+    hint: str = ""
+    """One-line fix."""
+    fix: str = ""
+    """Paste-ready code, where one can be derived."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Kind-specific JSON-safe extras (shapes, guard text, values)."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a captured FX graph, enough to redraw it."""
+
+    name: str
+    op: str
+    """FX opcode: placeholder, get_attr, call_function, call_method, call_module, output."""
+    target: str
+    """Normalised target: op name, method or module type."""
+    shape: str
+    """Output shape and dtype, '' when not a tensor."""
+    inputs: tuple[str, ...]
+    """Names of the nodes this one reads."""
+    piece: int
+    """Index of the piece it belongs to (-1 for placeholders and output)."""
+    is_weight: bool = False
+    """A parameter/buffer placeholder or get_attr (hidden in pictures by default)."""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One FX graph Dynamo handed to the backend."""
+
+    index: int
+    compile_id: str
+    """Dynamo's compile id, 'frame/recompile' such as '0/1'."""
+    function: str
+    """Name of the code object compiled (resume functions keep Dynamo's name)."""
+    file: str
+    line: int
+    """First line of that function."""
+    num_nodes: int
+    """Call nodes (no placeholders / output)."""
+    ops: tuple[str, ...]
+    """Op of each call node, in order."""
+    capture_sizes: tuple[int, ...]
+    """Token counts that ran this graph."""
+    input_shapes: tuple[str, ...]
+    """Shapes of its tensor placeholders (symbolic where dynamic)."""
+    nodes: tuple[Node, ...] = ()
+    """All nodes, for rendering."""
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One guard Dynamo installed."""
+
+    type: str
+    """Guard type, e.g. TENSOR_MATCH, SHAPE_ENV, EQUALS_MATCH, ID_MATCH."""
+    source: str
+    """What it guards, e.g. L['x'] or L['self'].step."""
+    code: str
+    """The check, e.g. L['self'].step == 0."""
+
+
+@dataclass(frozen=True)
+class GuardSet:
+    """Guards of one compiled frame."""
+
+    compile_id: str
+    function: str
+    file: str
+    line: int
+    graph: Optional[int]
+    """Index into ``graphs`` (None when the frame produced no graph)."""
+    guards: tuple[Guard, ...]
+
+    def count_by_type(self) -> dict[str, int]:
+        """Number of guards of each type."""
+        out: dict[str, int] = {}
+        for g in self.guards:
+            out[g.type] = out.get(g.type, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class Recompile:
+    """One recompilation and the guard failures that caused it."""
+
+    compile_id: str
+    """The new compile id."""
+    function: str
+    file: str
+    line: int
+    capture_size: Optional[int]
+    """Token count being run when it happened."""
+    call: int
+    """1 for warm-up, 2.. for capture calls at that size."""
+    reasons: tuple[str, ...]
+    """Guard failures, e.g. "tensor 'x' size mismatch at index 0. expected 8, actual 1"."""
+    source_file: str = ""
+    """User file of the failed guard's origin, when Dynamo gives one."""
+    source_line: int = 0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a split graph: captured (CUDA graph) or split (eager)."""
+
+    graph: int
+    """Index into ``graphs``."""
+    index: int
+    """Position within the split graph (sglang's submod_<index>)."""
+    is_split: bool
+    """True for a split-op piece, which runs eagerly."""
+    num_nodes: int
+    ops: tuple[str, ...]
+    input_shapes: tuple[str, ...]
+    output_shapes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PieceReplay:
+    """Replay of one piece at one capture size."""
+
+    index: int
+    is_split: bool
+    status: str
+    """ok | mismatch | capture_failed | error | skipped"""
+    max_abs_err: float = 0.0
+    max_rel_err: float = 0.0
+    eager_us: float = 0.0
+    graph_us: float = 0.0
+    """CUDA-graph replay time (0 on CPU, where no graph is captured)."""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SizeReplay:
+    """Replay of all pieces of the main graph at one capture size."""
+
+    capture_size: int
+    graph: int
+    status: str
+    """ok when every piece and the whole model matched eager."""
+    pieces: tuple[PieceReplay, ...]
+    max_abs_err: float = 0.0
+    """Whole model vs eager."""
+    max_rel_err: float = 0.0
+    rmse_ratio: float = 0.0
+    """RMSE(compiled vs ref) / RMSE(eager vs ref); <= threshold is a pass (GPU only)."""
+    peak_mem_bytes: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The replay section."""
+
+    device: str
+    mode: str
+    """'cpu' (pieces re-run, no CUDA graph) | 'cuda-graph' | 'cuda-graph-isolated'"""
+    status: str
+    """ok | mismatch | capture_failed | error | skipped"""
+    sizes: tuple[SizeReplay, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Summary:
+    num_graphs: int
+    num_graph_breaks: int
+    num_findings: dict[str, int]
+    """Count per severity."""
+    num_pieces: int
+    num_recompiles: int
+    capturable: bool
+    """No graph break, no error finding."""
+    replay_status: str = ""
+    """Replay verdict, '' when replay did not run."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    tool_version: str
+    torch_version: str
+    python_version: str
+    platform: str
+    device: str
+    dtype: str
+    command: str
+    target: str
+    capture_sizes: tuple[int, ...]
+    dynamic: str
+    """How the token dim was marked: maybe (sglang) | unbacked | static."""
+    sglang_version: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """The whole result of one ``pcg-inspect trace`` run."""
+
+    schema_version: str
+    environment: Environment
+    summary: Summary
+    graph_breaks: tuple[GraphBreak, ...]
+    findings: tuple[Finding, ...]
+    graphs: tuple[Graph, ...]
+    guards: tuple[GuardSet, ...]
+    recompiles: tuple[Recompile, ...]
+    split_ops: tuple[str, ...]
+    pieces: tuple[Piece, ...]
+    replay: Optional[Replay] = None
+    warnings: tuple[str, ...] = ()
+    """Things the tool could not do (a guard it could not decode, replay skipped), never fatal."""
+    timings_s: dict[str, float] = field(default_factory=dict)
+    """Wall time per stage."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples become lists)."""
+        return _to_jsonable(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Report":
+        """Rebuild a Report from ``to_dict`` output.
+
+        Raises:
+            ReportError: not a report, unknown schema version, or a field of the wrong shape.
+        """
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise ReportError("not a pcg-inspect report (no schema_version)")
+        if str(data["schema_version"]) != SCHEMA_VERSION:
+            raise ReportError(
+                f"report schema_version {data['schema_version']!r} is not supported "
+                f"(this pcg-inspect reads {SCHEMA_VERSION!r})"
+            )
+        try:
+            return _from_jsonable(cls, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ReportError(f"malformed report: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "Report":
+        """Parse JSON text into a Report (ReportError on bad JSON)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"malformed report JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+        return cls.from_dict(data)
+
+
+def load_report(path: str) -> Report:
+    """Read a report file.
+
+    Raises:
+        ReportError: missing, unreadable or malformed.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise ReportError(f"report file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"cannot read report {path}: {exc}") from None
+    try:
+        return Report.from_json(text)
+    except ReportError as exc:
+        raise ReportError(f"{path}: {exc}") from None
+
+
+def count_findings(findings: typing.Iterable[Finding]) -> dict[str, int]:
+    """Count findings per severity (every severity present, zeros included)."""
+    out = {s: 0 for s in SEVERITIES}
+    for f in findings:
+        out[f.severity] = out.get(f.severity, 0) + 1
+    return out
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return str(obj)  # JSON has no NaN/inf
+    return obj
+
+
+_HINTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS_CACHE:
+        _HINTS_CACHE[cls] = typing.get_type_hints(cls)
+    return _HINTS_CACHE[cls]
+
+
+def _from_jsonable(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _from_jsonable(inner[0], value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"{tp.__name__} expects an object, got {type(value).__name__}")
+        hints = _hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _from_jsonable(hints[f.name], value[f.name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise KeyError(f"{tp.__name__}.{f.name} is missing")
+        return tp(**kwargs)  # unknown keys (newer minor fields) are ignored
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return tuple(_from_jsonable(args[0], v) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return dict(value) if args[1] is Any else {k: _from_jsonable(args[1], v) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+            return float(value)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    return value

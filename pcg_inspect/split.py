@@ -1,0 +1,209 @@
+"""Stage 4, split: cut a captured FX graph at the split ops, as sglang's ``split_graph`` does.
+
+The node-to-piece rule is the engine's: walk the nodes in order, a ``call_function`` node whose
+``str(node.target)`` names a split op gets a piece of its own, with a new piece before and after
+it; everything else joins the current piece. Then ``split_module(..., keep_original_order=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from . import _torch_compat as compat
+from .errors import UsageError
+from .report import Node, Piece
+
+
+@dataclass(frozen=True)
+class SplitItem:
+    """One submodule of the split graph (live)."""
+
+    submod_name: str
+    graph_id: int
+    is_split: bool
+    module: Any
+
+
+def normalise_op_name(name: str) -> str:
+    """Canonical 'ns.op' (or 'ns.op.overload' for a non-default overload) from any spelling.
+
+    Accepts 'ns::op', 'ns.op', 'ns.op.default', 'ns::op.default'.
+    Raises:
+        UsageError: no namespace or no op.
+    """
+    text = name.strip().replace("::", ".")
+    parts = text.split(".")
+    if len(parts) < 2 or not all(p.isidentifier() for p in parts) or len(parts) > 3:
+        raise UsageError(f"split op {name!r} is not an op name; expected 'ns::op', 'ns.op' or 'ns.op.default'")
+    if len(parts) == 3 and parts[2] == "default":
+        parts = parts[:2]
+    return ".".join(parts)
+
+
+def target_key(target: Any) -> str:
+    """The key a node's target matches split ops by: ``str(target)`` with '.default' dropped.
+
+    Dynamo records ``torch.ops.ns.op(...)`` as the OpOverloadPacket ('ns.op') and
+    ``torch.ops.ns.op.default(...)`` or a ``custom_op`` function as the OpOverload ('ns.op.default').
+    """
+    s = str(target)
+    return s[: -len(".default")] if s.endswith(".default") else s
+
+
+def is_split_node(node: Any, ops: frozenset[str]) -> bool:
+    """sglang's test, with both spellings of an op accepted."""
+    return node.op == "call_function" and target_key(node.target) in ops
+
+
+def assign_pieces(gm: Any, ops: Iterable[str]) -> dict[Any, int]:
+    """Map every non-placeholder, non-output node to its piece id (sglang's rule)."""
+    keys = frozenset(ops)
+    piece = 0
+    out: dict[Any, int] = {}
+    for node in gm.graph.nodes:
+        if node.op in ("output", "placeholder"):
+            continue
+        if is_split_node(node, keys):
+            piece += 1
+            out[node] = piece
+            piece += 1
+        else:
+            out[node] = piece
+    return out
+
+
+def split_graph(gm: Any, ops: Sequence[str]) -> tuple[Any, list[SplitItem]]:
+    """Split ``gm`` at ``ops`` (canonical names) into submodules, in graph order.
+
+    Returns:
+        (split GraphModule, items sorted by piece id).
+    """
+    from torch.fx.passes.split_module import split_module
+
+    mapping = assign_pieces(gm, ops)
+    split_ids = {mapping[n] for n in mapping if is_split_node(n, frozenset(ops))}
+    # keep_original_order: otherwise split_module may reorder nodes, and a mutation (a cache
+    # store, an in-place all-reduce) could move past its readers, changing the result.
+    split_gm = split_module(gm, None, lambda n: mapping[n], keep_original_order=True)
+    items = []
+    for name, module in split_gm.named_children():
+        if not name.startswith("submod_"):
+            continue
+        gid = int(name[len("submod_"):])
+        items.append(SplitItem(name, gid, gid in split_ids, module))
+    items.sort(key=lambda it: it.graph_id)
+    return split_gm, items
+
+
+def describe(gm: Any, graph_index: int, ops: Sequence[str]) -> tuple[tuple[Piece, ...], tuple[Node, ...]]:
+    """Piece and node records for one captured graph (JSON-safe, from the original graph)."""
+    keys = frozenset(ops)
+    mapping = assign_pieces(gm, keys)
+    weights = _weight_nodes(gm)
+    nodes = []
+    members: dict[int, list[Any]] = {}
+    for node in gm.graph.nodes:
+        pid = mapping.get(node, -1)
+        if pid >= 0:
+            members.setdefault(pid, []).append(node)
+        nodes.append(
+            Node(
+                name=node.name,
+                op=node.op,
+                target=op_label(node),
+                shape=shape_of(node),
+                inputs=tuple(a.name for a in node.all_input_nodes),
+                piece=pid,
+                is_weight=node in weights,
+            )
+        )
+    pieces = []
+    for pid in sorted(members):
+        ns = members[pid]
+        inside = set(ns)
+        inputs = _unique(a for n in ns for a in n.all_input_nodes if a not in inside and a not in weights)
+        outputs = [n for n in ns if any(u not in inside for u in n.users)]
+        calls = [n for n in ns if n.op not in ("get_attr",)]
+        pieces.append(
+            Piece(
+                graph=graph_index,
+                index=pid,
+                is_split=any(is_split_node(n, keys) for n in ns),
+                num_nodes=len(calls),
+                ops=tuple(op_label(n) for n in calls),
+                input_shapes=tuple(shape_of(a) for a in inputs),
+                output_shapes=tuple(shape_of(n) for n in outputs),
+            )
+        )
+    return tuple(pieces), tuple(nodes)
+
+
+def op_label(node: Any) -> str:
+    """Short readable op of a node: 'aten.mm', 'nsa.topk', 'linear', 'Linear', 'add'."""
+    if node.op == "call_function":
+        t = node.target
+        if hasattr(t, "_schema") or type(t).__name__ in ("OpOverload", "OpOverloadPacket"):
+            return target_key(t)
+        mod = getattr(t, "__module__", "") or ""
+        name = getattr(t, "__name__", str(t))
+        if mod.startswith("torch") or mod in ("_operator", "operator", "builtins"):
+            return name
+        return f"{mod}.{name}" if mod else name
+    if node.op == "call_method":
+        return f".{node.target}"
+    if node.op == "call_module":
+        return str(node.target)
+    return str(node.target)
+
+
+def shape_of(node: Any) -> str:
+    """'[s0, 64] f32' for tensor-valued nodes, '(…)' for tuples, '' otherwise."""
+    val = node.meta.get("example_value", node.meta.get("val"))
+    return _fmt_value(val)
+
+
+_DTYPES = {
+    "torch.float32": "f32",
+    "torch.float16": "f16",
+    "torch.bfloat16": "bf16",
+    "torch.float64": "f64",
+    "torch.int64": "i64",
+    "torch.int32": "i32",
+    "torch.bool": "bool",
+    "torch.int8": "i8",
+    "torch.uint8": "u8",
+}
+
+
+def _fmt_value(val: Any) -> str:
+    if val is None:
+        return ""
+    if isinstance(val, (int, float)) or type(val).__name__ in ("SymInt", "SymFloat"):
+        return f"{val} int" if not isinstance(val, float) and type(val).__name__ != "SymFloat" else f"{val} float"
+    if isinstance(val, (list, tuple)):
+        inner = [_fmt_value(v) for v in val]
+        return "(" + ", ".join(i or "-" for i in inner) + ")"
+    shape = getattr(val, "shape", None)
+    dtype = getattr(val, "dtype", None)
+    if shape is None or dtype is None:
+        return ""
+    dims = ", ".join(str(d) for d in shape)
+    return f"[{dims}] {_DTYPES.get(str(dtype), str(dtype).replace('torch.', ''))}"
+
+
+def _weight_nodes(gm: Any) -> set[Any]:
+    out = set()
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            out.add(node)
+        elif node.op == "placeholder" and compat.is_param_placeholder(node):
+            out.add(node)
+    return out
+
+
+def _unique(nodes: Iterable[Any]) -> list[Any]:
+    seen: dict[Any, None] = {}
+    for n in nodes:
+        seen.setdefault(n, None)
+    return list(seen)

@@ -1,0 +1,43 @@
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = Path(__file__).resolve().parent / "targets"
+EXAMPLES = ROOT / "examples"
+
+
+@lru_cache(maxsize=None)
+def marker_line(path: str, marker: str) -> int:
+    """Line number of the '# <marker>' comment in a file (so tests never hard-code lines)."""
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if re.search(rf"#\s*{re.escape(marker)}\b", line):
+            return i
+    raise AssertionError(f"{marker} not found in {path}")
+
+
+@lru_cache(maxsize=None)
+def traced(spec: str, sizes: tuple = (1, 8), split_ops: tuple = (), dynamic: str = "maybe"):
+    """Trace once per (spec, options) for the whole session: tracing costs ~1 s."""
+    from pcg_inspect.pipeline import TraceOptions, run_trace
+
+    return run_trace(TraceOptions(target=spec, capture_sizes=sizes, split_ops=split_ops, dynamic=dynamic)).report
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
