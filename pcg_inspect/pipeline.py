@@ -78,7 +78,7 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
     )
 
     t = time.perf_counter()
-    result = trace_stage.trace(target, options.dynamic, on_progress=say)
+    result = trace_stage.trace(target, options.dynamic, on_progress=say, record_inputs=options.replay)
     timings["trace_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -93,6 +93,14 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
         pieces.extend(ps)
         graphs.append(_graph_record(g, nodes))
     timings["split_s"] = time.perf_counter() - t
+
+    replay_record = None
+    if options.replay:
+        t = time.perf_counter()
+        replay_record, note = _run_replay(result, split_ops, options, analysis.graph_breaks, say)
+        if note:
+            warnings.append(note)
+        timings["replay_s"] = time.perf_counter() - t
 
     sizes = tuple(c.tokens for c in target.calls if c.tokens is not None)
     env = Environment(
@@ -119,10 +127,28 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
         recompiles=analysis.recompiles,
         split_ops=tuple(split_ops),
         pieces=tuple(pieces),
+        replay=replay_record,
         warnings=tuple(warnings),
         timings_s={k: round(v, 4) for k, v in timings.items()},
     )
+    if replay_record is not None:
+        report = with_summary(report)
     return TraceRun(report, target, result)
+
+
+def _run_replay(result: Any, split_ops: Sequence[str], options: TraceOptions, breaks: Sequence, say: Progress) -> tuple[Any, str]:
+    from .replay import ReplayInput, replay
+
+    if breaks:
+        return None, "replay skipped: the target has graph breaks, so PCG would not capture it; fix them first"
+    inputs = []
+    for g in result.graphs:
+        for size, args in sorted(g.recorded.items(), reverse=True):
+            inputs.append(ReplayInput(size, g.index, g.gm, args))
+    if not inputs:
+        return None, "replay skipped: no graph was captured"
+    inputs.sort(key=lambda ri: -ri.capture_size)
+    return replay(inputs, split_ops, options.device, options.isolate, on_progress=say), ""
 
 
 def with_summary(report: Report, **changes: Any) -> Report:

@@ -27,6 +27,8 @@ class CapturedGraph:
     code: Any
     """The code object Dynamo compiled (set once its guards arrive)."""
     capture_sizes: list[int] = field(default_factory=list)
+    recorded: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    """Capture size -> the graph's real inputs at the capture call (cloned before it ran)."""
 
 
 @dataclass
@@ -73,6 +75,7 @@ def trace(
     dynamic: str = "maybe",
     calls_per_size: int = 2,
     on_progress: Optional[Callable[[str], None]] = None,
+    record_inputs: bool = True,
 ) -> TraceResult:
     """Trace the target at each of its capture sizes.
 
@@ -81,12 +84,14 @@ def trace(
         dynamic: how token dims are marked: 'maybe' (sglang), 'unbacked', 'static'.
         calls_per_size: calls per capture size (warm-up + capture = 2).
         on_progress: called with a short status line per size.
+        record_inputs: keep a copy of each graph's inputs at the capture call (for replay).
     Returns:
         TraceResult with live graphs and raw events.
     """
     import torch
 
     rec = _Recorder()
+    rec.calls_per_size, rec.record = calls_per_size, record_inputs
     compat.reset()
     # Largest size first, as the engines capture (sglang walks its capture sizes in reverse).
     calls = sorted(target.calls, key=lambda c: -(c.tokens or 0))
@@ -133,6 +138,8 @@ class _Recorder:
         self.pending_fails: list[compat.RawGuardFail] = []
         self.size: Optional[int] = None
         self.call = 0
+        self.calls_per_size = 2
+        self.record = True
 
     def backend(self, gm: Any, example_inputs: Any) -> Callable[..., Any]:
         g = CapturedGraph(len(self.graphs), compat.current_compile_id(), gm, compat.current_frame_code())
@@ -140,8 +147,11 @@ class _Recorder:
         forward = gm.forward
 
         def run(*args: Any) -> Any:
-            if self.size is not None and self.size not in g.capture_sizes:
-                g.capture_sizes.append(self.size)
+            if self.size is not None:
+                if self.size not in g.capture_sizes:
+                    g.capture_sizes.append(self.size)
+                if self.record and self.call == self.calls_per_size:
+                    g.recorded[self.size] = _clone_inputs(args)
             return forward(*args)
 
         return run
@@ -162,3 +172,15 @@ class _Recorder:
 
     def guard_fail(self, fail: Any) -> None:
         self.pending_fails.append(compat.guard_fail(fail))
+
+
+def _clone_inputs(args: Any) -> tuple[Any, ...]:
+    import torch
+
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor) and not isinstance(a, torch.nn.Parameter):
+            out.append(a.detach().clone())
+        else:
+            out.append(a)
+    return tuple(out)

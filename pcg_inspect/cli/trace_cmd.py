@@ -26,6 +26,10 @@ def trace(
     dynamic: Annotated[
         str, typer.Option("--dynamic", help="How token dims are marked: maybe (sglang's maybe_mark_dynamic), unbacked, static.")
     ] = "maybe",
+    no_replay: Annotated[bool, typer.Option("--no-replay", help="Skip replaying the pieces against eager.")] = False,
+    isolate: Annotated[
+        bool, typer.Option("--isolate", help="GPU replay: capture each piece alone in its own memory pool (bisect shared-pool failures).")
+    ] = False,
     json_out: JsonOut = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for all artifacts (report.json).", metavar="DIR")] = None,
     quiet: Quiet = False,
@@ -52,6 +56,8 @@ def trace(
             dtype=dtype,
             dynamic=dynamic,
             use_sglang_split_ops=not no_sglang_split_ops,
+            replay=not no_replay,
+            isolate=isolate,
             command=argv_command(),
         )
         if quiet or not err.is_terminal:
