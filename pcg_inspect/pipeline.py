@@ -29,6 +29,8 @@ class TraceOptions:
     isolate: bool = False
     use_sglang_split_ops: bool = True
     command: str = ""
+    replay_subprocess: bool = True
+    """GPU replay runs in a child process: a CUDA error there cannot poison this one."""
 
 
 @dataclass
@@ -88,11 +90,19 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
 
     t = time.perf_counter()
     graphs, pieces = [], []
+    split_findings: dict[tuple, Any] = {}
     for g in result.graphs:
         ps, nodes = split_stage.describe(g.gm, g.index, split_ops)
         pieces.extend(ps)
         graphs.append(_graph_record(g, nodes))
+        for node, piece in split_stage.fresh_split_outputs(g.gm, split_ops):
+            f = _split_output_finding(node, piece, target.roots)
+            split_findings.setdefault((f.op, f.file, f.line), f)
     timings["split_s"] = time.perf_counter() - t
+    if split_findings:
+        import dataclasses
+
+        analysis = dataclasses.replace(analysis, findings=analysis.findings + tuple(split_findings.values()))
 
     replay_record = None
     if options.replay:
@@ -136,6 +146,41 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
     return TraceRun(report, target, result)
 
 
+def _split_output_finding(node: Any, piece: int, roots: Sequence[str]) -> Any:
+    from .analyze.frames import is_user_file, source_line
+    from .report import Finding
+    from .split import target_key
+
+    file, line = _user_location(node, roots, is_user_file)
+    op = target_key(node.target)
+    return Finding(
+        kind="split_output_address",
+        severity="warning",
+        message=(
+            f"split op {op} returns a new tensor that captured piece {piece} reads: the CUDA graph reads it at the "
+            "address seen during capture, which the eager allocator may hand to another tensor at replay"
+        ),
+        file=file,
+        line=line,
+        code=source_line(file, line),
+        op=op,
+        hint="Allocate the result in the captured piece before the split op and let the op write into it "
+        "(declare it in mutates_args), as vLLM's unified_attention_with_output does.",
+        details={"reader_piece": piece},
+    )
+
+
+def _user_location(node: Any, roots: Sequence[str], is_user_file: Callable[..., bool]) -> tuple[str, int]:
+    import re
+
+    trace = node.meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
+    for file, line in reversed(frames):
+        if is_user_file(file, roots):
+            return file, int(line)
+    return (frames[-1][0], int(frames[-1][1])) if frames else ("", 0)
+
+
 def _run_replay(result: Any, split_ops: Sequence[str], options: TraceOptions, breaks: Sequence, say: Progress) -> tuple[Any, str]:
     from .replay import ReplayInput, replay
 
@@ -148,6 +193,10 @@ def _run_replay(result: Any, split_ops: Sequence[str], options: TraceOptions, br
     if not inputs:
         return None, "replay skipped: no graph was captured"
     inputs.sort(key=lambda ri: -ri.capture_size)
+    if options.device.startswith("cuda") and options.replay_subprocess:
+        from .replay import replay_in_subprocess
+
+        return replay_in_subprocess(options, say), ""
     return replay(inputs, split_ops, options.device, options.isolate, on_progress=say), ""
 
 

@@ -83,6 +83,65 @@ def _worst(statuses: Any) -> str:
     return worst
 
 
+def replay_in_subprocess(options: Any, on_progress: Optional[Callable[[str], None]] = None) -> Replay:
+    """Run the GPU replay in a child process (re-tracing the target there).
+
+    An illegal memory access or a device-side assert poisons the CUDA context for good; in a
+    child it costs that child only, and the parent still writes the report with the failure.
+    """
+    import dataclasses
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from .report import _from_jsonable
+
+    opts = dataclasses.asdict(options)
+    opts["replay_subprocess"] = False
+    with tempfile.TemporaryDirectory(prefix="pcg-replay-") as tmp:
+        out_path = os.path.join(tmp, "replay.json")
+        cmd = [sys.executable, "-m", "pcg_inspect.replay", json.dumps(opts), out_path]
+        if on_progress:
+            on_progress("replaying CUDA graphs in a child process")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0 and os.path.exists(out_path):
+            with open(out_path, encoding="utf-8") as fh:
+                return _from_jsonable(Replay, json.load(fh))
+    lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
+    last_size = [ln for ln in lines if ln.startswith("pcg-replay: ")]
+    where = f" while {last_size[-1][len('pcg-replay: '):]}" if last_size else ""
+    reason = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
+    return Replay(
+        options.device,
+        "cuda-graph-isolated" if options.isolate else "cuda-graph",
+        "error",
+        (),
+        f"the replay process died (exit {proc.returncode}){where}: {reason.strip()[:400]}",
+    )
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    import json
+    import sys
+
+    from ._io import write_atomic
+    from .pipeline import TraceOptions, run_trace
+
+    opts = json.loads(argv[0])
+    opts["capture_sizes"] = tuple(opts["capture_sizes"])
+    opts["split_ops"] = tuple(opts["split_ops"])
+    run = run_trace(
+        TraceOptions(**opts), progress=lambda msg: print(f"pcg-replay: {msg}", file=sys.stderr, flush=True)
+    )
+    if run.report.replay is None:
+        print("pcg-replay: no replay was produced", file=sys.stderr)
+        return 1
+    write_atomic(argv[1], json.dumps(run.report.to_dict()["replay"]))
+    return 0
+
+
 # ---------------------------------------------------------------- shared helpers
 
 
@@ -137,12 +196,18 @@ def _is_state(x: Any, gm_placeholder: Any) -> bool:
 def _fresh_args(gm: Any, args: Sequence[Any], seed: int) -> list[Any]:
     import torch
 
-    gen = torch.Generator(device=args[0].device if args and _tensor(args[0]) else "cpu")
-    gen.manual_seed(seed)
+    gens: dict[str, Any] = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     out = []
     for ph, a in zip(placeholders, args):
-        out.append(_clone(a) if _is_state(a, ph) else fresh_like(a, gen))
+        if not isinstance(a, torch.Tensor) or _is_state(a, ph):
+            out.append(_clone(a))
+            continue
+        key = str(a.device)
+        if key not in gens:
+            gens[key] = torch.Generator(device=a.device)
+            gens[key].manual_seed(seed)
+        out.append(fresh_like(a, gens[key]))
     return out
 
 
@@ -321,6 +386,10 @@ class _CapturedPiece:
             return self.module(*args)
         now = [a.data_ptr() for a in args if isinstance(a, torch.Tensor)]
         self.stale_inputs = sum(1 for x, y in zip(now, self.addresses) if x != y)
+        if self.stale_inputs:
+            # The graph would read whatever now lies at the captured addresses (an illegal
+            # access or silent garbage): report it and run eagerly instead of replaying.
+            return self.module(*args)
         self.graph.replay()
         return self.output
 
@@ -382,8 +451,12 @@ def _replay_cuda(ri: ReplayInput, split_ops: Sequence[str], isolate: bool) -> Si
         abs_e, rel_e, close = cmp if cmp else (0.0, 0.0, True)
         msg = ""
         if p is not None and p.stale_inputs:
-            msg = f"{p.stale_inputs} input address(es) changed since capture: the graph read stale memory"
-        status = "ok" if close and not (p is not None and p.stale_inputs and not close) else "mismatch"
+            close = False
+            msg = (
+                f"{p.stale_inputs} input address(es) changed since capture: replaying would read freed memory "
+                "(sglang's debug mode asserts here); make the producer write into a buffer allocated in a captured piece"
+            )
+        status = "ok" if close else "mismatch"
         pieces.append(PieceReplay(it.graph_id, it.is_split, status, abs_e, rel_e, eager_us, graph_us, msg))
     abs_e, rel_e, close = compare(graph_out, eager)
     r_c, r_e = rmse(graph_out, ref), rmse(eager, ref)
@@ -467,3 +540,9 @@ def _time_piece(module: Any, piece: Optional[_CapturedPiece], args: Sequence[Any
     except Exception:
         return 0.0, 0.0
     return eager_us, graph_us
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_worker_main(sys.argv[1:]))

@@ -207,3 +207,27 @@ def _unique(nodes: Iterable[Any]) -> list[Any]:
     for n in nodes:
         seen.setdefault(n, None)
     return list(seen)
+
+
+def fresh_split_outputs(gm: Any, ops: Sequence[str]) -> list[tuple[Any, int]]:
+    """Split nodes whose returned tensor is read by a later captured piece, with that piece's id.
+
+    Captured graphs read their inputs at the addresses seen during capture (sglang does not copy
+    them; its debug mode asserts they are unchanged). A split op that returns a new tensor hands
+    the next graph memory the eager allocator may give to someone else at replay.
+    """
+    keys = frozenset(ops)
+    mapping = assign_pieces(gm, keys)
+    split_pieces = {mapping[n] for n in mapping if is_split_node(n, keys)}
+    out = []
+    for node in gm.graph.nodes:
+        if not is_split_node(node, keys) or not shape_of(node):
+            continue
+        readers = list(node.users)
+        for u in list(readers):  # look through getitem on tuple results
+            if u.op == "call_function" and getattr(u.target, "__name__", "") == "getitem":
+                readers.extend(u.users)
+        later = sorted({mapping[u] for u in readers if u in mapping and mapping[u] not in split_pieces})
+        if later:
+            out.append((node, later[0]))
+    return out

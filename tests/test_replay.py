@@ -63,3 +63,14 @@ def test_compare_and_fresh_inputs():
     f = fresh_like(ints)
     assert f.dtype == ints.dtype and int(f.min()) >= 5 and int(f.max()) <= 9
     assert rmse(a, a + 2) == 2.0
+
+
+def test_split_op_returning_new_tensor_is_flagged_at_its_line():
+    from conftest import marker_line
+
+    report = _replay(f"{BAD}:make_fresh_output")
+    (f,) = [f for f in report.findings if f.kind == "split_output_address"]
+    assert f.severity == "warning" and f.op == "pcg_bad.fresh_attention"
+    assert f.line == marker_line(BAD, "MARK:fresh_output") and f.details["reader_piece"] == 2
+    # the with-output pattern is the fix: no finding for it
+    assert not [f for f in _replay(f"{BAD}:make_good").findings if f.kind == "split_output_address"]

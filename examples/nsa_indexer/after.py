@@ -5,7 +5,8 @@
    impls, so Dynamo records each as one node;
 3. the attention path is chosen outside the captured region (a Python flag fixed at build
    time, as sglang forces one path under PCG), and the top-k op is a split op: it runs eagerly
-   between two captured pieces.
+   between two captured pieces, writing into a buffer the first piece allocated, so the second
+   piece reads it at a stable address.
 
 ``pcg-inspect trace examples/nsa_indexer/after.py:make`` is clean and cuts 3 pieces.
 """
@@ -29,14 +30,16 @@ def _(k, loc, k_cache):
     return None
 
 
-@torch.library.custom_op("nsa::indexer_topk", mutates_args=())
-def indexer_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.topk(scores, k, dim=-1).indices.to(torch.int32)
+# Writes into ``out``, allocated by the captured piece before it: a split op's result must live
+# at an address the next captured graph can rely on (vLLM's attention "with output" pattern).
+@torch.library.custom_op("nsa::indexer_topk", mutates_args=("out",))
+def indexer_topk(scores: torch.Tensor, k: int, out: torch.Tensor) -> None:
+    out.copy_(torch.topk(scores, k, dim=-1).indices)
 
 
 @indexer_topk.register_fake
-def _(scores, k):
-    return scores.new_empty((scores.shape[0], k), dtype=torch.int32)
+def _(scores, k, out):
+    return None
 
 
 def apply_rope(src, dst, cos, sin):
@@ -71,7 +74,8 @@ class Indexer(nn.Module):
         store_k_cache(k, positions, self.k_cache)
         scores = torch.einsum("thd,cd->tc", q, self.k_cache) / HEAD_DIM**0.5
         if self.sparse:
-            idx = indexer_topk(scores, TOPK)
+            idx = torch.empty(T, TOPK, dtype=torch.int32, device=scores.device)
+            indexer_topk(scores, TOPK, idx)
             probs = torch.gather(scores, 1, idx.long()).softmax(-1)
             selected = self.k_cache[idx.long()]
         else:

@@ -144,7 +144,9 @@ def build_breaks(
         parts = compat.split_unsupported_message(rb.message)
         gb_type = rb.gb_type if rb.exc_type == "Unsupported" else (parts["gb_type"] or rb.gb_type)
         category = categorise(gb_type, rb.message)
-        key = (category, gb_type, uf.file if uf else "", uf.line if uf else 0)
+        # One entry per line to edit: a library call that breaks in several places inside the
+        # library (flashinfer's JIT loader) is one problem at the user's call.
+        key = (category, "", uf.file if uf else "", uf.line if uf else 0)
         size = sizes.get(i)
         if key in merged:
             entry = merged[key]
@@ -192,7 +194,7 @@ def _to_break(entry: dict) -> GraphBreak:
         hint = f"`{op}` has no fake/meta kernel: register one so Dynamo can trace it as one node."
         fix = fake_impl_skeleton(op)
     elif category == "opaque_call" and uf is not None and entry["frames"] and not entry["frames"][-1].is_user:
-        lib = entry["frames"][-1]
+        lib = library_frame(entry["frames"])
         hint = f"Dynamo followed this call into library code ({lib.file}:{lib.line}) it cannot trace: " + _HINTS[category]
     return GraphBreak(
         category=category,
@@ -212,6 +214,15 @@ def _to_break(entry: dict) -> GraphBreak:
         occurrences=entry["occurrences"],
         fatal=rb.hard,
     )
+
+
+def library_frame(frames: Sequence[Frame]) -> Frame:
+    """The deepest frame outside the user's code and outside torch's own tracing machinery."""
+    lib = [f for f in frames if not f.is_user]
+    for f in reversed(lib):
+        if "/torch/" not in f.file.replace("\\", "/"):
+            return f
+    return lib[-1]
 
 
 def _first_line(text: str) -> str:

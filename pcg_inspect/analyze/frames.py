@@ -14,6 +14,10 @@ from ..report import Frame
 
 @lru_cache(maxsize=1)
 def _library_dirs() -> tuple[str, ...]:
+    # torch, the stdlib, site-packages, and every other import root on sys.path except the
+    # working directory (packages installed with --target or PYTHONPATH are libraries too).
+    import sys
+
     import torch
 
     dirs = {str(Path(torch.__file__).resolve().parent)}
@@ -21,6 +25,13 @@ def _library_dirs() -> tuple[str, ...]:
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         if paths.get(key):
             dirs.add(str(Path(paths[key]).resolve()))
+    cwd = str(Path.cwd().resolve())
+    for entry in sys.path:
+        if not entry:
+            continue
+        p = str(Path(entry).resolve())
+        if p != cwd and not cwd.startswith(p + os.sep) and Path(p).is_dir():
+            dirs.add(p)
     dirs.add(str(Path(__file__).resolve().parents[1]))  # pcg_inspect itself
     return tuple(sorted(dirs, key=len, reverse=True))
 

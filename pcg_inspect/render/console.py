@@ -86,9 +86,11 @@ def _breaks(report: Report) -> Iterable[Any]:
         if b.code:
             yield Text(f"      {b.line:>4} │ {b.code}", style="bold")
         yield Text(f"      {b.reason}", style="dim")
-        lib = [f for f in b.user_stack if not f.is_user]
-        if lib:
-            yield Text(f"      reached library code: {loc(lib[-1].file, lib[-1].line)} in {lib[-1].function}", style="dim")
+        if any(not f.is_user for f in b.user_stack):
+            from ..analyze.breaks import library_frame
+
+            lib = library_frame(b.user_stack)
+            yield Text(f"      reached library code: {loc(lib.file, lib.line)} in {lib.function}: {lib.code}", style="dim")
         yield Text.assemble("      hint: ", b.hint)
         if b.fix:
             yield _fix(b.fix)

@@ -1,21 +1,32 @@
 """Targets whose pieces go wrong at replay, each at a known piece index.
 
-Layout of every target: [0] captured linear, [1] split attention, [2] captured piece with the problem.
+Layout of every target: [0] captured linear, [1] split attention (writes into a buffer piece 0
+allocated), [2] captured piece with the problem.
 """
 
 import torch
 import torch.nn as nn
 
-SPLIT_OPS = ["pcg_bad::attention"]
+SPLIT_OPS = ["pcg_bad::attention", "pcg_bad::fresh_attention"]
 STATE = {"calls": 0}
 
 
-@torch.library.custom_op("pcg_bad::attention", mutates_args=())
-def attention(x: torch.Tensor) -> torch.Tensor:
-    return x.softmax(-1)
+@torch.library.custom_op("pcg_bad::attention", mutates_args=("out",))
+def attention(x: torch.Tensor, out: torch.Tensor) -> None:
+    out.copy_(x.softmax(-1))
 
 
 @attention.register_fake
+def _(x, out):
+    return None
+
+
+@torch.library.custom_op("pcg_bad::fresh_attention", mutates_args=())
+def fresh_attention(x: torch.Tensor) -> torch.Tensor:
+    return x.softmax(-1)
+
+
+@fresh_attention.register_fake
 def _(x):
     return torch.empty_like(x)
 
@@ -50,8 +61,21 @@ class Bad(nn.Module):
         self.op = op
 
     def forward(self, x):
-        y = attention(self.lin(x))
+        h = self.lin(x)
+        y = torch.empty_like(h)
+        attention(h, y)
         return self.out(self.op(y + 1))
+
+
+class FreshOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 16)
+
+    def forward(self, x):
+        y = fresh_attention(self.lin(x))  # MARK:fresh_output
+        return self.out(y + 1)
 
 
 def make_host_sync(tokens: int = 8, device: str = "cpu"):
@@ -64,3 +88,25 @@ def make_baked(tokens: int = 8, device: str = "cpu"):
 
 def make_good(tokens: int = 8, device: str = "cpu"):
     return Bad(torch.relu).to(device), (torch.randn(tokens, 16, device=device),)
+
+
+def make_fresh_output(tokens: int = 8, device: str = "cpu"):
+    return FreshOutput().to(device), (torch.randn(tokens, 16, device=device),)
+
+
+@torch.library.custom_op("pcg_bad::crash_on_replay", mutates_args=())
+def crash_on_replay(x: torch.Tensor) -> torch.Tensor:
+    STATE["crash_calls"] = STATE.get("crash_calls", 0) + 1
+    if STATE["crash_calls"] > 2 and x.is_cuda:  # after trace's warm-up + capture calls: in replay
+        bad = torch.full((x.shape[0],), 1 << 30, device=x.device, dtype=torch.long)
+        return x.index_select(0, bad)  # out of bounds: a device-side assert poisons the context
+    return x.clone()
+
+
+@crash_on_replay.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def make_device_assert(tokens: int = 8, device: str = "cpu"):
+    return Bad(crash_on_replay).to(device), (torch.randn(tokens, 16, device=device),)
