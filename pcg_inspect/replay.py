@@ -182,6 +182,11 @@ def fresh_like(x: Any, generator: Any = None) -> Any:
     if x.numel() == 0:
         return x.clone()
     lo, hi = int(x.min()), int(x.max())
+    if x.numel() <= hi - lo + 1:
+        # Integer inputs are mostly indices (positions, cache slots): keep them distinct, as the
+        # engine does; duplicate indices make scatter-like kernels (index_copy_) nondeterministic.
+        perm = torch.randperm(hi - lo + 1, generator=generator, device=x.device)[: x.numel()] + lo
+        return perm.to(x.dtype).reshape(x.shape)
     return torch.randint(lo, hi + 1, x.shape, dtype=x.dtype, device=x.device, generator=generator)
 
 
@@ -440,11 +445,15 @@ def _replay_cuda(ri: ReplayInput, split_ops: Sequence[str], isolate: bool) -> Si
         rec = _PieceCompare(split_gm, captured)
         graph_out = rec.run(*static_inputs)
         torch.cuda.synchronize()
+    try:
+        timings = _time_pieces(split_gm, captured, static_inputs)
+    except Exception:  # timing is a bonus; the comparison above is the result
+        timings = {}
     pieces = []
     for it in items:
         p = captured.get(it.submod_name)
         cmp = rec.results.get(it.submod_name)
-        eager_us, graph_us = _time_piece(it.module, p, rec.inputs.get(it.submod_name, ()))
+        eager_us, graph_us = timings.get(it.submod_name, (0.0, 0.0))
         if p is not None and p.error:
             pieces.append(PieceReplay(it.graph_id, False, "capture_failed", 0, 0, eager_us, 0, p.error))
             continue
@@ -471,6 +480,16 @@ def _replay_cuda(ri: ReplayInput, split_ops: Sequence[str], isolate: bool) -> Si
     )
 
 
+def _debug_sync(what: str) -> None:
+    import os
+
+    if os.environ.get("PCG_INSPECT_DEBUG_SYNC"):
+        import torch
+
+        torch.cuda.synchronize()
+        print(f"pcg-replay: ok after {what}", flush=True)
+
+
 class _PieceCompare:
     """Runs the replay; before each captured piece replays, runs it eagerly on the same inputs."""
 
@@ -487,9 +506,13 @@ class _PieceCompare:
                 piece = captured.get(name)
                 outer.inputs[name] = _clone(tuple(args))
                 if piece is None:
-                    return super().call_module(target, args, kwargs)
+                    res = super().call_module(target, args, kwargs)
+                    _debug_sync(f"split {name}")
+                    return res
                 expected = piece.module(*_clone(tuple(args)))
+                _debug_sync(f"eager {name}")
                 out = piece.replay(args)
+                _debug_sync(f"replay {name}")
                 outer.results[name] = compare(out, expected, uninitialised_outputs(piece.module))
                 return out
 
@@ -516,30 +539,53 @@ def _reference_fp64(gm: Any, args: Sequence[Any]) -> Any:
             return gm(*_clone(list(args)))
 
 
-def _time_piece(module: Any, piece: Optional[_CapturedPiece], args: Sequence[Any]) -> tuple[float, float]:
+def _time_pieces(split_gm: Any, captured: dict[str, _CapturedPiece], args: Sequence[Any]) -> dict[str, tuple[float, float]]:
+    """Median eager and graph time per piece (µs, CUDA events), timing whole forwards in model order.
+
+    A piece is never replayed alone: its graph may reuse, for buffers a later split op fills,
+    memory of its own temporaries, so only the engine's order gives meaningful state.
+    """
     import torch
+    import torch.fx
 
-    def timed(fn: Callable[[], Any]) -> float:
-        fn()
-        samples = []
-        for _ in range(TIMING_RUNS):
+    samples: dict[tuple[str, str], list[float]] = {}
+
+    class Timed(torch.fx.Interpreter):
+        def __init__(self, gm: Any, mode: str) -> None:
+            super().__init__(gm)
+            self.mode = mode
+            self.events: list[tuple[str, Any, Any]] = []
+
+        def call_module(self, target: Any, a: Any, kw: Any) -> Any:
+            name = str(target)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            piece = captured.get(name)
             start.record()
-            fn()
+            if self.mode == "graph" and piece is not None and piece.graph is not None:
+                piece.graph.replay()
+                out = piece.output
+            else:
+                out = super().call_module(target, a, kw)
             end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) * 1000.0)
-        samples.sort()
-        return samples[len(samples) // 2]
+            self.events.append((name, start, end))
+            return out
 
-    if not args:
-        return 0.0, 0.0
-    try:
-        eager_us = timed(lambda: module(*args))
-        graph_us = timed(piece.graph.replay) if piece is not None and piece.graph is not None else 0.0
-    except Exception:
-        return 0.0, 0.0
-    return eager_us, graph_us
+    for mode in ("eager", "graph"):
+        for i in range(TIMING_RUNS + 1):
+            t = Timed(split_gm, mode)
+            t.run(*args)
+            torch.cuda.synchronize()
+            if i == 0:
+                continue  # warm-up
+            for name, start, end in t.events:
+                samples.setdefault((name, mode), []).append(start.elapsed_time(end) * 1000.0)
+    out = {}
+    for name in {n for n, _ in samples}:
+        eager = sorted(samples.get((name, "eager"), [0.0]))
+        graph = sorted(samples.get((name, "graph"), [0.0]))
+        is_captured = name in captured and captured[name].graph is not None
+        out[name] = (eager[len(eager) // 2], graph[len(graph) // 2] if is_captured else 0.0)
+    return out
 
 
 if __name__ == "__main__":

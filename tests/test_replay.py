@@ -62,6 +62,9 @@ def test_compare_and_fresh_inputs():
     ints = torch.tensor([5, 9, 7])
     f = fresh_like(ints)
     assert f.dtype == ints.dtype and int(f.min()) >= 5 and int(f.max()) <= 9
+    assert len(set(f.tolist())) == 3  # indices stay distinct
+    positions = torch.arange(100, 108)
+    assert sorted(fresh_like(positions).tolist()) == list(range(100, 108))
     assert rmse(a, a + 2) == 2.0
 
 
@@ -74,3 +77,18 @@ def test_split_op_returning_new_tensor_is_flagged_at_its_line():
     assert f.line == marker_line(BAD, "MARK:fresh_output") and f.details["reader_piece"] == 2
     # the with-output pattern is the fix: no finding for it
     assert not [f for f in _replay(f"{BAD}:make_good").findings if f.kind == "split_output_address"]
+
+
+def test_replay_worker_entry_point_writes_the_replay(tmp_path):
+    """The child process GPU replay uses: here on CPU, to keep its wiring tested without a GPU."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    opts = dataclasses.asdict(TraceOptions(target=f"{BAD}:make_good", capture_sizes=(8,), replay_subprocess=False))
+    out = tmp_path / "replay.json"
+    proc = subprocess.run([sys.executable, "-m", "pcg_inspect.replay", json.dumps(opts), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["status"] == "ok" and data["sizes"][0]["capture_size"] == 8

@@ -26,8 +26,11 @@ def test_each_category_at_its_line(factory, category, marker, gb_id):
     assert b.line == marker_line(BREAKS, marker)
     assert b.code and b.code in open(BREAKS).read().splitlines()[b.line - 1]
     assert b.hint
-    if gb_id:  # ids come from the running torch's registry
-        assert b.gb_id == gb_id and b.doc_url.endswith(".html")
+    if gb_id:  # ids come from the running torch's registry (GB5976 on 2.13 is GB0023 on 2.11)
+        from pcg_inspect._torch_compat import graph_break_id
+
+        assert b.gb_id.startswith("GB") and b.gb_id == graph_break_id(b.gb_type)[0]
+        assert b.doc_url.endswith(".html")
     assert report.summary.capturable is False
     assert report.summary.num_graph_breaks == 1
 
@@ -42,7 +45,7 @@ def test_nested_break_is_deduplicated():
     # Dynamo logs the data_ptr break while inlining Rope into DataPtr.forward and again for Rope's own frame.
     b = traced(f"{BREAKS}:make_data_ptr").graph_breaks[0]
     assert b.occurrences >= 2
-    assert [f.function for f in b.user_stack][-1] == "forward"
+    assert [f.function for f in b.user_stack if f.is_user] == ["forward", "forward"]
     assert b.capture_sizes == (1, 8)
 
 

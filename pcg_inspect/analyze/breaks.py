@@ -21,7 +21,7 @@ CATEGORIES = (
 )
 
 _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("data_ptr", ("data pointer", "data_ptr")),
+    ("data_ptr", ("data pointer", "data_ptr", "dataptrvariable")),
     (
         "missing_fake_impl",
         ("fake tensor", "fake impl", "meta kernel", "no fake", "register_fake", "abstract impl"),
@@ -137,7 +137,8 @@ def build_breaks(
     A break in a submodule is logged once while Dynamo inlines it into the caller's frame and
     again when the submodule's own frame is traced: both point at the same user line.
     """
-    merged: dict[tuple[str, str, int, str], dict] = {}
+    merged: dict[tuple[str, str, str, int], dict] = {}
+    last_key: Optional[tuple[str, str, str, int]] = None
     for i, rb in enumerate(raw):
         frames = to_frames(rb.frames, roots)
         uf = user_frame(frames)
@@ -147,6 +148,12 @@ def build_breaks(
         # One entry per line to edit: a library call that breaks in several places inside the
         # library (flashinfer's JIT loader) is one problem at the user's call.
         key = (category, "", uf.file if uf else "", uf.line if uf else 0)
+        if uf is None and last_key is not None:
+            # A library function Dynamo compiled as its own frame after the user's call broke
+            # (flashinfer's loader): the same problem, already reported at the user's line.
+            key = last_key
+        elif uf is not None:
+            last_key = key
         size = sizes.get(i)
         if key in merged:
             entry = merged[key]

@@ -72,7 +72,9 @@ def test_flashinfer_wrapped_captures_and_matches_eager():
 def test_device_assert_in_replay_does_not_lose_the_report():
     report = _run(f"{BAD}:make_device_assert", sizes=(8,))
     assert report.replay.status == "error"
-    assert "replay process died" in report.replay.note, report.replay.note
+    # the child either dies (note) or records the CUDA error for the size; the parent goes on
+    said = report.replay.note + " ".join(s.message for s in report.replay.sizes)
+    assert "replay process died" in said or "CUDA error" in said, report.replay
     assert report.summary.capturable  # the trace itself is fine
     # this process's CUDA context is still usable
     import torch
