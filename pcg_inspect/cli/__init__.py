@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .diff_cmd import diff
 from .trace_cmd import trace
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("trace")(trace)
+app.command("diff")(diff)
 
 
 def _version(value: bool) -> None:
