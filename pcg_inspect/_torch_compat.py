@@ -305,22 +305,34 @@ def resolve_op(name: str) -> Optional[Any]:
 
 
 def has_fake_kernel(overload: Any) -> bool:
-    """Whether an OpOverload can run under FakeTensorMode (fake impl, Meta kernel or composite)."""
+    """Whether an OpOverload can run under FakeTensorMode: a registered fake impl, a Meta kernel,
+    or a composite kernel (but not the composite kernel ``torch.library.custom_op`` installs for
+    its real impl, which Dynamo refuses without ``register_fake``).
+
+    Reads ``torch._library.simple_registry`` (fake impls, torch >= 2.4) and
+    ``torch._library.custom_ops.OPDEFS`` (custom_op definitions, torch >= 2.4).
+    """
     try:
         name = overload.name()
     except Exception:
         return False
-    c = torch._C
-    for key in ("Meta", "CompositeImplicitAutograd", "CompositeExplicitAutograd"):
-        if hasattr(c, "_dispatch_has_kernel_for_dispatch_key") and c._dispatch_has_kernel_for_dispatch_key(name, key):
-            return True
-    simple = getattr(torch._library, "simple_registry", None)
+    qualname = name.split(".")[0]
+    library = getattr(torch, "_library", None)
+    custom_ops = getattr(library, "custom_ops", None)
+    opdef = getattr(custom_ops, "OPDEFS", {}).get(qualname) if custom_ops is not None else None
+    if opdef is not None:  # torch.library.custom_op: its registry entries raise without register_fake
+        return getattr(opdef, "_abstract_fn", None) is not None
+    simple = getattr(library, "simple_registry", None)
     if simple is not None:
         try:
-            return bool(simple.singleton.find(name).fake_impl.kernel)
+            if simple.singleton.find(qualname).fake_impl.kernel is not None:
+                return True
         except Exception:
-            return False
-    return False
+            pass
+    has = getattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", None)
+    if has is None:
+        return False
+    return bool(has(name, "Meta") or has(name, "CompositeImplicitAutograd") or has(name, "CompositeExplicitAutograd"))
 
 
 def placeholder_source(node: Any) -> str:

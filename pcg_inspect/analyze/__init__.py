@@ -12,6 +12,8 @@ from ..trace import TraceResult
 from .breaks import build_breaks
 from .frames import is_user_file, source_line
 from .guards import build_guard_sets, build_recompiles, recompile_findings
+from .ops import observe, op_findings
+from .source import data_ptr_findings
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,41 @@ def analyze(result: TraceResult, target: Target) -> Analysis:
     findings += _fatal_findings(breaks)
     findings += recompile_findings(recompiles, roots)
     findings += _call_error_findings(result, roots)
+    if not result.call_errors:
+        ops = observe(target.module, target.calls)
+        findings += op_findings(ops, result.graphs, breaks, roots)
+    findings += data_ptr_findings(result.graphs, breaks, roots)
+    findings += _opaque_findings(breaks, findings)
     return Analysis(tuple(breaks), tuple(findings), tuple(guards), tuple(recompiles))
+
+
+def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) -> list[Finding]:
+    # A library call Dynamo cannot trace: the fix is a custom-op wrapper around that call.
+    from .breaks import library_frame
+    from .ops import wrapper_for_call
+
+    out = []
+    for b in breaks:
+        if b.category != "opaque_call":
+            continue
+        lib = library_frame(b.user_stack) if any(not f.is_user for f in b.user_stack) else None
+        reached = f" (Dynamo reached {lib.file}:{lib.line} in {lib.function})" if lib else ""
+        out.append(
+            Finding(
+                kind="unregistered_op",
+                severity="error",
+                message=f"an opaque call Dynamo cannot trace{reached}: under PCG it must be a registered custom op",
+                file=b.file,
+                line=b.line,
+                function=b.function,
+                code=b.code,
+                hint="Wrap the call as a custom op with a fake impl (below; with sglang, register_custom_op). "
+                "Check mutates_args and the fake's output shape against the kernel.",
+                fix=wrapper_for_call(b.code),
+                details={"library_frame": f"{lib.file}:{lib.line}" if lib else ""},
+            )
+        )
+    return out
 
 
 def _fatal_findings(breaks: Sequence[GraphBreak]) -> list[Finding]:

@@ -12,12 +12,16 @@ from typing import Iterable, Sequence
 from ..report import Frame
 
 
-@lru_cache(maxsize=1)
 def _library_dirs() -> tuple[str, ...]:
-    # torch, the stdlib, site-packages, and every other import root on sys.path except the
-    # working directory (packages installed with --target or PYTHONPATH are libraries too).
     import sys
 
+    return _library_dirs_for(tuple(sys.path))
+
+
+@lru_cache(maxsize=8)
+def _library_dirs_for(sys_path: tuple[str, ...]) -> tuple[str, ...]:
+    # torch, the stdlib, site-packages, and every other import root on sys.path except the
+    # working directory (packages installed with --target or PYTHONPATH are libraries too).
     import torch
 
     dirs = {str(Path(torch.__file__).resolve().parent)}
@@ -26,7 +30,7 @@ def _library_dirs() -> tuple[str, ...]:
         if paths.get(key):
             dirs.add(str(Path(paths[key]).resolve()))
     cwd = str(Path.cwd().resolve())
-    for entry in sys.path:
+    for entry in sys_path:
         if not entry:
             continue
         p = str(Path(entry).resolve())

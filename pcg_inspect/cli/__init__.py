@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from .diff_cmd import diff
+from .explain_cmd import explain
 from .trace_cmd import trace
 
 app = typer.Typer(
@@ -16,6 +19,12 @@ app = typer.Typer(
 )
 app.command("trace")(trace)
 app.command("diff")(diff)
+app.command("explain")(explain)
+
+
+def _explain(value: Optional[str]) -> None:
+    if value:
+        explain(value)
 
 
 def _version(value: bool) -> None:
@@ -29,6 +38,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    explain_kind: Optional[str] = typer.Option(
+        None, "--explain", metavar="KIND", callback=_explain, is_eager=True, help="Explain a finding kind and exit."
+    ),
 ) -> None:
     """Debug piecewise CUDA graph (PCG) capture: graph breaks, guards, split points, replay."""
 

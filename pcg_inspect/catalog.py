@@ -1,0 +1,177 @@
+"""The finding catalog: what each finding kind and graph-break category means for PCG, and the fix.
+
+``pcg-inspect explain KIND`` prints an entry; ``docs/findings.md`` is generated from this file
+(``python -m pcg_inspect.catalog > docs/findings.md``; a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+CATALOG: dict[str, dict[str, str]] = {
+    "data_ptr": {
+        "title": "Address reads (`data_ptr()`)",
+        "severity": "graph break (error) when reached; warning when in a branch not taken; info when guarded",
+        "means": "Dynamo cannot compare addresses of fake tensors, so a `data_ptr()` comparison breaks the graph. "
+        "Worse, a captured graph would bake the address of the capture-time tensor in. sglang PR 23351 hit this "
+        "in a rope helper that checked `src.data_ptr() == dst.data_ptr()`.",
+        "example": "if src.data_ptr() == dst.data_ptr():\n    rotated = rotated.clone()",
+        "fix": "if not torch.compiler.is_compiling() and src.data_ptr() == dst.data_ptr():\n    rotated = rotated.clone()",
+    },
+    "missing_fake_impl": {
+        "title": "Op without a fake / meta kernel (graph-break category)",
+        "severity": "graph break (error); a `custom_op` with no fake impl makes Dynamo raise (`dynamo_error`)",
+        "means": "Dynamo runs every op on fake tensors to learn output shapes. An extension op registered with only a "
+        "CPU/CUDA kernel (`NotImplementedError: ... attempted to run this operator with Meta tensors`) breaks the graph.",
+        "example": "torch.ops.sgl_kernel.fp8_blockwise_scaled_mm(a, b, sa, sb, torch.bfloat16)",
+        "fix": '@torch.library.register_fake("sgl_kernel::fp8_blockwise_scaled_mm")\ndef _(a, b, sa, sb, out_dtype):\n    return a.new_empty((a.shape[0], b.shape[1]), dtype=out_dtype)',
+    },
+    "unregistered_op": {
+        "title": "Unregistered or opaque op",
+        "severity": "error",
+        "means": "An op with no fake kernel, or a library call Dynamo cannot trace (pybind functions, JIT-kernel "
+        "loaders such as flashinfer's, which reach `posix.stat` / `subprocess`). The report gives the user line "
+        "that calls it, the library frame Dynamo reached, and a fake impl derived from the shapes seen in an eager run.",
+        "example": "h = flashinfer.norm.rmsnorm(h, self.weight, eps=1e-6)",
+        "fix": '@torch.library.custom_op("mylib::rmsnorm", mutates_args=())\ndef rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:\n    return flashinfer.norm.rmsnorm(x, w, eps=eps)\n\n@rmsnorm.register_fake\ndef _(x, w, eps):\n    return torch.empty_like(x)',
+    },
+    "fake_impl_mismatch": {
+        "title": "Fake impl that lies",
+        "severity": "error",
+        "means": "The fake impl's output shape, dtype or device differs from what the kernel returns. Dynamo plans "
+        "every later shape from the fake, so the captured graph allocates wrong buffers or capture fails.",
+        "example": "@topk.register_fake\ndef _(scores, k):\n    return scores.new_empty((scores.shape[0], 8))  # kernel returns [T, 16]",
+        "fix": "@topk.register_fake\ndef _(scores, k):\n    return scores.new_empty((scores.shape[0], k), dtype=torch.int32)",
+    },
+    "undeclared_mutation": {
+        "title": "Undeclared mutation",
+        "severity": "error",
+        "means": "The kernel writes to an argument that `mutates_args` does not list (values are compared before "
+        "and after the call, so `.data` writes count). Under AOT/inductor a call whose result is unused can be "
+        "dropped or reordered, and the compiled model silently differs from eager (sglang PR 23468).",
+        "example": '@torch.library.custom_op("ns::store", mutates_args=())\ndef store(k: torch.Tensor, cache: torch.Tensor) -> None:\n    cache[:k.shape[0]] = k',
+        "fix": '@torch.library.custom_op("ns::store", mutates_args=("cache",))',
+    },
+    "output_aliases_input": {
+        "title": "Output aliases an input",
+        "severity": "error",
+        "means": "A custom op returns a view of (or the same storage as) an input. Custom ops must return fresh "
+        "tensors; inside a captured graph the alias changes when the input buffer is reused.",
+        "example": "def op(x: torch.Tensor) -> torch.Tensor:\n    return x.view(-1)",
+        "fix": "return x.view(-1).clone()  # or write into a declared mutable output",
+    },
+    "split_output_address": {
+        "title": "Split op returning a new tensor",
+        "severity": "warning",
+        "means": "Captured graphs read their inputs at the addresses seen during capture; sglang does not copy them "
+        "(its debug mode asserts they are unchanged). A split op that returns a new tensor read by the next captured "
+        "piece hands that graph memory the eager allocator may give to another tensor at replay: garbage or an "
+        "illegal memory access.",
+        "example": "idx = indexer_topk(scores, k)        # split op returns a new tensor",
+        "fix": "idx = torch.empty(T, k, dtype=torch.int32, device=scores.device)\nindexer_topk(scores, k, idx)  # mutates_args=(\"out\",), as vLLM's unified_attention_with_output",
+    },
+    "shape_specialization": {
+        "title": "Shape specialisation (recompile)",
+        "severity": "warning",
+        "means": "A recompile because a size was baked in: the 0/1 specialisation at T=1 (expected with "
+        "`maybe_mark_dynamic`, sglang meets it at decode), a token dim compiled static at the first size (an input "
+        "carrying the token dim not marked, e.g. tensors passed across a graph break), or a branch on `x.shape[0]`.",
+        "example": "if x.shape[0] > 64:\n    y = y * 2",
+        "fix": "Mark every input that carries the token dim (pcg-inspect does, as sglang does); do not branch on it; "
+        "use torch._dynamo.mark_unbacked (--dynamic unbacked) to share one graph with T=1.",
+    },
+    "python_state_guard": {
+        "title": "Guard on Python state (recompile)",
+        "severity": "warning",
+        "means": "A guard on a Python value (an int attribute incremented in forward, an `is None` check on an "
+        "optional input) failed between calls. The value is baked into the captured graph; sglang saw recompiles "
+        "after capture from `layer_transfer_counter is None`.",
+        "example": "self.step += 1\nreturn self.lin(x) * self.step",
+        "fix": "Pass the value as a tensor input, keep it constant during capture, or move the state change out of forward.",
+    },
+    "recompile": {
+        "title": "Other recompile",
+        "severity": "warning",
+        "means": "A guard failed between calls for another reason; each recompile is another graph to capture.",
+        "example": "",
+        "fix": "Read the guard text in the finding and make that value stable across calls.",
+    },
+    "data_dependent": {
+        "title": "Data-dependent control flow (graph-break category)",
+        "severity": "graph break (error)",
+        "means": "A branch on tensor values (`if x.max() < k:`) cannot be captured: the graph would contain one path. "
+        "sglang meets it where MHA/MLA or dense/sparse attention is chosen at run time.",
+        "example": "if positions.max() < TOPK:\n    ...dense...\nelse:\n    ...sparse...",
+        "fix": "Decide the branch outside the captured region (a Python flag set before forward, as sglang forces one "
+        "attention path under PCG), or make it branch-free with torch.where.",
+    },
+    "side_effect": {
+        "title": "Side effects in forward (graph-break category)",
+        "severity": "graph break (error)",
+        "means": "Logging, printing, warnings in forward break the graph (sglang PR 19573: `Logger not supported`).",
+        "example": 'logger.info("tokens=%d", x.shape[0])',
+        "fix": 'if not torch.compiler.is_compiling():\n    logger.info("tokens=%d", x.shape[0])',
+    },
+    "opaque_call": {
+        "title": "Opaque call (graph-break category)",
+        "severity": "graph break (error); also an unregistered_op finding with a wrapper",
+        "means": "Dynamo followed a call into code it cannot trace (a C extension, `subprocess`, `threading.Lock`, a "
+        "device query returning a non-tensor such as `torch.cuda.get_device_name`).",
+        "example": "name = torch.cuda.get_device_name()",
+        "fix": "Hoist constant results to __init__; wrap kernels as custom ops with fake impls.",
+    },
+    "unsupported_python": {
+        "title": "Unsupported Python (graph-break category)",
+        "severity": "graph break (error)",
+        "means": "A Python construct Dynamo cannot trace, or a break inside an active context manager (sglang PR 18184).",
+        "example": "with some_ctx():\n    print(x)",
+        "fix": "Restructure it, or move it out of the compiled forward.",
+    },
+    "dynamo_error": {
+        "title": "Dynamo error",
+        "severity": "error",
+        "means": "Dynamo raised instead of breaking (e.g. a torch.library.custom_op with no register_fake raises "
+        "TorchRuntimeError even with fullgraph=False). The whole frame fell back to eager; under sglang this is the "
+        "launch-time crash.",
+        "example": '@torch.library.custom_op("ns::op", mutates_args=())\ndef op(x: torch.Tensor) -> torch.Tensor: ...',
+        "fix": "@op.register_fake\ndef _(x):\n    return torch.empty_like(x)",
+    },
+    "target_error": {
+        "title": "Target error",
+        "severity": "error",
+        "means": "The target raised even in eager (Dynamo's fallback): fix it before tracing.",
+        "example": "",
+        "fix": "",
+    },
+}
+
+
+def kinds() -> list[str]:
+    return list(CATALOG)
+
+
+def entry_markdown(kind: str) -> str:
+    e = CATALOG[kind]
+    parts = [f"## `{kind}` — {e['title']}", "", f"*Severity:* {e['severity']}", "", e["means"], ""]
+    if e["example"]:
+        parts += ["Example:", "", "```python", e["example"], "```", ""]
+    if e["fix"]:
+        parts += ["Fix:", "", "```python" if "\n" in e["fix"] or "(" in e["fix"] else "", e["fix"], "```" if "\n" in e["fix"] or "(" in e["fix"] else "", ""]
+    return "\n".join(p for p in parts if p is not None).replace("\n\n\n", "\n\n")
+
+
+def catalog_markdown() -> str:
+    head = [
+        "# Finding catalog",
+        "",
+        "Generated from `pcg_inspect/catalog.py` (`python -m pcg_inspect.catalog > docs/findings.md`); "
+        "`pcg-inspect explain KIND` prints one entry. Severity model: `error` = capture will fail or results "
+        "will differ (the exit code and `summary.capturable` follow errors and graph breaks); `warning` = will "
+        "recompile or silently cost; `info` = worth knowing.",
+        "",
+    ]
+    return "\n".join(head) + "\n".join(entry_markdown(k) for k in CATALOG) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(catalog_markdown())

@@ -1,0 +1,35 @@
+"""``pcg-inspect explain KIND``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import EXIT_OK, UsageError
+from ._utils import Debug, guarded
+
+
+def explain(
+    kind: Annotated[Optional[str], typer.Argument(help="A finding kind or graph-break category; omit to list them.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Explain a finding kind or graph-break category: what it means for PCG, an example, the fix."""
+
+    def body() -> int:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        from ..catalog import CATALOG, entry_markdown
+
+        console = Console()
+        if kind is None:
+            for k, e in CATALOG.items():
+                console.print(f"[bold]{k:<22}[/] {e['title']}")
+            return EXIT_OK
+        if kind not in CATALOG:
+            raise UsageError(f"unknown kind {kind!r}; known: {', '.join(CATALOG)}")
+        console.print(Markdown(entry_markdown(kind)))
+        return EXIT_OK
+
+    raise typer.Exit(guarded(debug, body))
