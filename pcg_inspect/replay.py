@@ -428,12 +428,15 @@ def _replay_cuda(ri: ReplayInput, split_ops: Sequence[str], isolate: bool) -> Si
 
     driver = Driver(split_gm)
     with torch.no_grad():
+        t0 = time.perf_counter()
         for _ in range(2):  # warm-up, as sglang runs each size before capturing it
             driver.run(*static_inputs)
         torch.cuda.synchronize()
+        t1 = time.perf_counter()
         phase["name"] = "capture"
         driver.run(*static_inputs)
         torch.cuda.synchronize()
+        t2 = time.perf_counter()
         phase["name"] = "replay"
         fresh = _fresh_args(ri.gm, ri.args, seed=1000 + ri.capture_size)
         for buf, new in zip(static_inputs, fresh):
@@ -445,6 +448,7 @@ def _replay_cuda(ri: ReplayInput, split_ops: Sequence[str], isolate: bool) -> Si
         rec = _PieceCompare(split_gm, captured)
         graph_out = rec.run(*static_inputs)
         torch.cuda.synchronize()
+        t3 = time.perf_counter()
     try:
         timings = _time_pieces(split_gm, captured, static_inputs)
     except Exception:  # timing is a bonus; the comparison above is the result
@@ -477,6 +481,7 @@ def _replay_cuda(ri: ReplayInput, split_ops: Sequence[str], isolate: bool) -> Si
     return SizeReplay(
         ri.capture_size, ri.graph_index, status, tuple(pieces), abs_e, rel_e, round(ratio, 4),
         int(torch.cuda.max_memory_allocated()), "" if ok else "whole model differs from eager on fresh inputs",
+        warmup_ms=round((t1 - t0) * 1e3, 3), capture_ms=round((t2 - t1) * 1e3, 3), check_ms=round((t3 - t2) * 1e3, 3),
     )
 
 

@@ -245,6 +245,12 @@ class SizeReplay:
     """RMSE(compiled vs ref) / RMSE(eager vs ref); <= threshold is a pass (GPU only)."""
     peak_mem_bytes: int = 0
     message: str = ""
+    warmup_ms: float = 0.0
+    """GPU: the two eager warm-up forwards."""
+    capture_ms: float = 0.0
+    """GPU: capturing every piece (the engine's capture cost at this size)."""
+    check_ms: float = 0.0
+    """GPU: fresh-input replay, per-piece eager runs, fp64 reference and comparisons (the tool's own work)."""
 
 
 @dataclass(frozen=True)
