@@ -31,6 +31,8 @@ class TraceOptions:
     command: str = ""
     replay_subprocess: bool = True
     """GPU replay runs in a child process: a CUDA error there cannot poison this one."""
+    observe_ops: bool = True
+    """Run the target eagerly once more per size to check its custom ops (the op findings)."""
 
 
 @dataclass
@@ -85,7 +87,7 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
 
     t = time.perf_counter()
     say("analyzing")
-    analysis = analyze_stage.analyze(result, target)
+    analysis = analyze_stage.analyze(result, target, observe_ops=options.observe_ops)
     timings["analyze_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -100,12 +100,14 @@ def replay_in_subprocess(options: Any, on_progress: Optional[Callable[[str], Non
 
     opts = dataclasses.asdict(options)
     opts["replay_subprocess"] = False
+    opts["observe_ops"] = False  # the parent already ran the op checks
     with tempfile.TemporaryDirectory(prefix="pcg-replay-") as tmp:
         out_path = os.path.join(tmp, "replay.json")
         cmd = [sys.executable, "-m", "pcg_inspect.replay", json.dumps(opts), out_path]
         if on_progress:
             on_progress("replaying CUDA graphs in a child process")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = dict(os.environ, PCG_INSPECT_ROLE="replay-worker")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode == 0 and os.path.exists(out_path):
             with open(out_path, encoding="utf-8") as fh:
                 return _from_jsonable(Replay, json.load(fh))

@@ -24,12 +24,13 @@ class Analysis:
     recompiles: tuple[Recompile, ...]
 
 
-def analyze(result: TraceResult, target: Target) -> Analysis:
+def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> Analysis:
     """Analyze one trace.
 
     Args:
         result: from ``trace.trace``.
         target: the loaded target (for user-code roots and token inputs).
+        observe_ops: run the target eagerly under a dispatch mode to check its custom ops.
     Returns:
         Analysis records, JSON-safe.
     """
@@ -41,7 +42,7 @@ def analyze(result: TraceResult, target: Target) -> Analysis:
     findings += _fatal_findings(breaks)
     findings += recompile_findings(recompiles, roots)
     findings += _call_error_findings(result, roots)
-    if not result.call_errors:
+    if observe_ops and not result.call_errors:
         ops = observe(target.module, target.calls)
         findings += op_findings(ops, result.graphs, breaks, roots)
     findings += data_ptr_findings(result.graphs, breaks, roots)

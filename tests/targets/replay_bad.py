@@ -96,8 +96,11 @@ def make_fresh_output(tokens: int = 8, device: str = "cpu"):
 
 @torch.library.custom_op("pcg_bad::crash_on_replay", mutates_args=())
 def crash_on_replay(x: torch.Tensor) -> torch.Tensor:
+    import os
+
     STATE["crash_calls"] = STATE.get("crash_calls", 0) + 1
-    if STATE["crash_calls"] > 2 and x.is_cuda:  # after trace's warm-up + capture calls: in replay
+    in_replay = os.environ.get("PCG_INSPECT_ROLE") == "replay-worker" and STATE["crash_calls"] > 2
+    if in_replay and x.is_cuda:  # after the worker's trace calls: during CUDA-graph replay
         bad = torch.full((x.shape[0],), 1 << 30, device=x.device, dtype=torch.long)
         return x.index_select(0, bad)  # out of bounds: a device-side assert poisons the context
     return x.clone()
