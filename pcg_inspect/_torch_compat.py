@@ -342,6 +342,9 @@ def placeholder_source(node: Any) -> str:
     become a property, so both are handled.
     """
     grapharg = node.meta.get("grapharg")
+    if grapharg is None:
+        ev = node.meta.get("example_value")
+        grapharg = getattr(ev, "_dynamo_grapharg", None) if ev is not None else None
     source = getattr(grapharg, "source", None)
     if source is None:
         return ""
@@ -355,7 +358,10 @@ def placeholder_source(node: Any) -> str:
 def is_param_placeholder(node: Any) -> bool:
     """True for a placeholder that carries a module parameter or buffer (a weight)."""
     src = placeholder_source(node)
-    return "_parameters[" in src or "_buffers[" in src or ".weight" in src or ".bias" in src
+    if src:
+        return "_parameters[" in src or "_buffers[" in src
+    # No grapharg on the node: Dynamo names lifted module state l_self_..._parameters_weight_.
+    return "_parameters_" in node.name or "_buffers_" in node.name
 
 
 def _instruction_translator_base() -> Any:

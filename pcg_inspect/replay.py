@@ -196,8 +196,7 @@ def _is_state(x: Any, gm_placeholder: Any) -> bool:
     # Buffers (k caches) keep their values: fresh values would change what the graph means.
     from . import _torch_compat as compat
 
-    src = compat.placeholder_source(gm_placeholder)
-    return "_buffers[" in src or "_parameters[" in src
+    return compat.is_param_placeholder(gm_placeholder)
 
 
 def _fresh_args(gm: Any, args: Sequence[Any], seed: int) -> list[Any]:

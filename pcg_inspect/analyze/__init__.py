@@ -45,9 +45,21 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
     if observe_ops and not result.call_errors:
         ops = observe(target.module, target.calls)
         findings += op_findings(ops, result.graphs, breaks, roots)
+    breaks = _observed_fixes(breaks, findings)
     findings += data_ptr_findings(result.graphs, breaks, roots)
     findings += _opaque_findings(breaks, findings)
     return Analysis(tuple(breaks), tuple(findings), tuple(guards), tuple(recompiles))
+
+
+def _observed_fixes(breaks: list[GraphBreak], findings: Sequence[Finding]) -> list[GraphBreak]:
+    # A missing-fake break gets the fake impl derived from observed shapes, when the op was observed.
+    import dataclasses
+
+    observed = {f.op: f.fix for f in findings if f.kind == "unregistered_op" and f.op and f.fix}
+    return [
+        dataclasses.replace(b, fix=observed[b.op]) if b.category == "missing_fake_impl" and b.op in observed else b
+        for b in breaks
+    ]
 
 
 def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) -> list[Finding]:

@@ -8,6 +8,7 @@ import typer
 
 from .diff_cmd import diff
 from .explain_cmd import explain
+from .render_cmd import render
 from .trace_cmd import trace
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command("trace")(trace)
 app.command("diff")(diff)
+app.command("render")(render)
 app.command("explain")(explain)
 
 

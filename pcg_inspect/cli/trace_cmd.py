@@ -31,7 +31,11 @@ def trace(
         bool, typer.Option("--isolate", help="GPU replay: capture each piece alone in its own memory pool (bisect shared-pool failures).")
     ] = False,
     json_out: JsonOut = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for all artifacts (report.json).", metavar="DIR")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Folder for all artifacts: report.json, graph.dot, graph.svg, report.html.", metavar="DIR")
+    ] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report to PATH.", metavar="PATH")] = None,
+    detail: Annotated[str, typer.Option("--detail", help="Picture detail: nodes, pieces or auto (pieces above 400 nodes).")] = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -45,6 +49,8 @@ def trace(
         from ..pipeline import TraceOptions, run_trace
 
         sizes = parse_capture_sizes(tokens)
+        if detail not in ("nodes", "pieces", "auto"):
+            raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
             raise UsageError(f"--device must be cpu or cuda, got {device!r}")
         view, err = consoles(json_out == "-")
@@ -66,16 +72,18 @@ def trace(
             with err.status("tracing…") as status:
                 run = run_trace(opts, progress=lambda msg: status.update(msg))
         report = run.report
-        _write_outputs(report, json_out, out)
+        note = _write_outputs(report, json_out, out, html, detail)
         from ..render.console import render, verdict
 
         view.print(verdict(report) if quiet else render(report))
+        if note:
+            err.print(f"note: {note}")
         return EXIT_OK if report.summary.capturable else EXIT_PROBLEMS
 
     raise typer.Exit(guarded(debug, body))
 
 
-def _write_outputs(report, json_out: Optional[str], out: Optional[Path]) -> None:
+def _write_outputs(report, json_out: Optional[str], out: Optional[Path], html: Optional[Path], detail: str) -> str:
     import sys
 
     from .._io import write_atomic
@@ -86,5 +94,9 @@ def _write_outputs(report, json_out: Optional[str], out: Optional[Path]) -> None
         sys.stdout.flush()
     elif json_out:
         write_atomic(json_out, text)
-    if out is not None:
-        write_atomic(out / "report.json", text)
+    if out is None and html is None:
+        return ""
+    from ..render.artifacts import save
+
+    _, note = save(report, out, html, detail)
+    return note

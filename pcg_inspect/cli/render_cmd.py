@@ -1,0 +1,41 @@
+"""``pcg-inspect render``: redraw pictures and the HTML report from a saved report, without the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import EXIT_OK, UsageError
+from ._utils import Debug, guarded
+
+
+def render(
+    report_path: Annotated[str, typer.Argument(metavar="REPORT", help="A report JSON written by trace.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for graph.dot, graph.svg, report.html (default: the report's folder).", metavar="DIR")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write only the HTML report, to PATH.", metavar="PATH")] = None,
+    detail: Annotated[str, typer.Option("--detail", help="nodes, pieces or auto.")] = "auto",
+    debug: Debug = False,
+) -> None:
+    """Draw the split (Graphviz) and the self-contained HTML report from a report JSON."""
+
+    def body() -> int:
+        from rich.console import Console
+
+        from ..render.artifacts import save
+        from ..report import load_report
+
+        if detail not in ("nodes", "pieces", "auto"):
+            raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
+        report = load_report(report_path)
+        folder = out if out is not None or html is not None else Path(report_path).resolve().parent
+        written, note = save(report, folder, html, detail, write_json=False)
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for p in written:
+            console.print(f"wrote {p}")
+        if note:
+            console.print(f"note: {note}")
+        return EXIT_OK
+
+    raise typer.Exit(guarded(debug, body))

@@ -1,0 +1,204 @@
+"""One self-contained HTML report: inline CSS, JS and SVG; it loads nothing from the network."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..report import Report
+from .graph import escape as e
+
+_CSS = """
+body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+header{padding:16px 24px;background:#fff;border-bottom:1px solid #ddd}
+main{padding:8px 24px 40px;max-width:1400px}
+h1{font-size:18px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px}
+.meta{color:#666;font-size:12px}
+.verdict{font-size:17px;font-weight:600;padding:10px 14px;border-radius:6px;margin-top:10px;display:inline-block}
+.ok{background:#e8f5e9;color:#1b5e20}.bad{background:#ffebee;color:#b71c1c}
+.card{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:10px 14px;margin:8px 0}
+.tag{display:inline-block;padding:1px 7px;border-radius:10px;font-size:12px;font-weight:600;margin-right:6px}
+.error{background:#ffcdd2;color:#b71c1c}.warning{background:#fff3cd;color:#7a5b00}.info{background:#e3f2fd;color:#0d47a1}
+.cat{background:#ede7f6;color:#4527a0}
+code,pre{font-family:SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+pre{background:#f5f5f5;padding:8px 10px;border-radius:4px;overflow:auto;margin:6px 0}
+pre.fix{background:#e8f5e9;position:relative}
+button.copy{position:absolute;right:6px;top:6px;font-size:11px;cursor:pointer}
+.src{color:#555}.hint{color:#333}
+table{border-collapse:collapse;background:#fff;width:100%}
+th,td{border:1px solid #e0e0e0;padding:4px 8px;text-align:left;vertical-align:top;font-size:13px}
+th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.bar{height:9px;background:#90caf9;display:inline-block;vertical-align:middle}
+.bar.g{background:#66bb6a}
+.split{background:#f3e5f5}.failed{background:#ffcdd2}
+#graph{border:1px solid #ddd;background:#fff;height:560px;overflow:hidden;position:relative;cursor:grab}
+#graph svg{width:100%;height:100%}
+.note{color:#666;font-size:12px}
+"""
+
+_JS = """
+document.querySelectorAll('button.copy').forEach(function(b){b.addEventListener('click',function(){
+  var t=b.parentElement.querySelector('code').innerText;
+  if(navigator.clipboard){navigator.clipboard.writeText(t);}b.innerText='copied';});});
+(function(){var box=document.getElementById('graph');if(!box)return;var svg=box.querySelector('svg');if(!svg)return;
+  var vb=svg.viewBox.baseVal;if(!vb||!vb.width)return;var v=[vb.x,vb.y,vb.width,vb.height];
+  svg.removeAttribute('width');svg.removeAttribute('height');
+  function set(){svg.setAttribute('viewBox',v.join(' '));}
+  box.addEventListener('wheel',function(ev){ev.preventDefault();var k=ev.deltaY>0?1.15:1/1.15;
+    var r=box.getBoundingClientRect();var px=(ev.clientX-r.left)/r.width,py=(ev.clientY-r.top)/r.height;
+    var nw=v[2]*k,nh=v[3]*k;v[0]+= (v[2]-nw)*px;v[1]+=(v[3]-nh)*py;v[2]=nw;v[3]=nh;set();},{passive:false});
+  var drag=null;box.addEventListener('mousedown',function(ev){drag=[ev.clientX,ev.clientY];});
+  window.addEventListener('mouseup',function(){drag=null;});
+  window.addEventListener('mousemove',function(ev){if(!drag)return;var r=box.getBoundingClientRect();
+    v[0]-=(ev.clientX-drag[0])*v[2]/r.width;v[1]-=(ev.clientY-drag[1])*v[3]/r.height;drag=[ev.clientX,ev.clientY];set();});
+})();
+"""
+
+
+def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str:
+    """The HTML report. ``svg``: the picture from ``render.graph`` (None: a piece list instead)."""
+    env, s = report.environment, report.summary
+    nf = s.num_findings
+    verdict = "CAPTURABLE" if s.capturable else "NOT CAPTURABLE"
+    counts = (
+        f"{s.num_graph_breaks} graph break(s), {nf.get('error', 0)} error(s), {nf.get('warning', 0)} warning(s) · "
+        f"{s.num_graphs} graph(s) · {s.num_pieces} piece(s) · {s.num_recompiles} recompile(s)"
+        + (f" · replay: {s.replay_status}" if s.replay_status else "")
+    )
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>pcg-inspect: {e(env.target)}</title><style>{_CSS}</style></head><body>",
+        "<header>",
+        f"<h1>pcg-inspect · {e(env.target)}</h1>",
+        f"<div class='meta'>pcg-inspect {e(env.tool_version)} · torch {e(env.torch_version)} · {e(env.device)} · "
+        f"capture sizes {e(', '.join(map(str, env.capture_sizes)))} · dynamic={e(env.dynamic)} · schema {e(report.schema_version)}</div>",
+        f"<div id='verdict' class='verdict {'ok' if s.capturable else 'bad'}'>{'✓' if s.capturable else '✗'} {verdict} — {e(counts)}</div>",
+        "</header><main>",
+    ]
+    out += _breaks(report) + _findings(report) + _pieces(report, svg, graph_note) + _guards(report) + _replay(report)
+    if report.warnings:
+        out.append("<h2>Notes</h2>" + "".join(f"<div class='note'>{e(w)}</div>" for w in report.warnings))
+    out.append(f"</main><script>{_JS}</script></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _fix(code: str) -> str:
+    return f"<pre class='fix'><button class='copy' type='button'>copy</button><code>{e(code)}</code></pre>"
+
+
+def _breaks(r: Report) -> list[str]:
+    if not r.graph_breaks:
+        return ["<h2>Graph breaks</h2><div class='card'>None: Dynamo traced every frame in one piece of graph per call.</div>"]
+    out = [f"<h2>Graph breaks ({len(r.graph_breaks)}) — each one stops sglang's fullgraph=True capture</h2>"]
+    for i, b in enumerate(r.graph_breaks, 1):
+        doc = f" <a href='{e(b.doc_url)}'>{e(b.gb_id)}</a>" if b.doc_url else (f" {e(b.gb_id)}" if b.gb_id else "")
+        lib = [f for f in b.user_stack if not f.is_user]
+        out.append(
+            f"<div class='card break' id='break-{i}'><span class='tag cat'>{e(b.category)}</span>"
+            f"<b>{e(_short(b.file))}:{b.line}</b> in <code>{e(b.function)}</code>{doc}"
+            f"<pre class='src'>{b.line:>5} │ {e(b.code)}</pre>"
+            f"<div>{e(b.reason)}</div>"
+            + (f"<div class='note'>reached library code: {e(_short(lib[-1].file))}:{lib[-1].line} in {e(lib[-1].function)}</div>" if lib else "")
+            + f"<div class='hint'><b>hint:</b> {e(b.hint)}</div>"
+            + (_fix(b.fix) if b.fix else "")
+            + "</div>"
+        )
+    return out
+
+
+def _findings(r: Report) -> list[str]:
+    if not r.findings:
+        return []
+    order = {"error": 0, "warning": 1, "info": 2}
+    out = [f"<h2>Findings ({len(r.findings)})</h2>"]
+    for f in sorted(r.findings, key=lambda f: order.get(f.severity, 3)):
+        where = f"<b>{e(_short(f.file))}:{f.line}</b>" if f.file else ""
+        out.append(
+            f"<div class='card finding'><span class='tag {e(f.severity)}'>{e(f.severity)}</span><span class='tag cat'>{e(f.kind)}</span>"
+            f"{where}{(' op <code>' + e(f.op) + '</code>') if f.op else ''}<div>{e(f.message)}</div>"
+            + (f"<pre class='src'>{f.line:>5} │ {e(f.code)}</pre>" if f.code else "")
+            + (f"<div class='hint'><b>hint:</b> {e(f.hint)}</div>" if f.hint else "")
+            + (_fix(f.fix) if f.fix else "")
+            + "</div>"
+        )
+    return out
+
+
+def _pieces(r: Report, svg: Optional[str], note: str) -> list[str]:
+    out = [f"<h2>Pieces — split ops: {e(', '.join(r.split_ops) or 'none')}</h2>"]
+    if svg:
+        out.append("<div class='note'>Scroll to zoom, drag to pan.</div><div id='graph'>" + svg + "</div>")
+    elif note:
+        out.append(f"<div class='note'>{e(note)}</div>")
+    out.append("<table id='pieces'><tr><th>graph</th><th>piece</th><th>kind</th><th>nodes</th><th>ops</th><th>inputs</th><th>outputs</th></tr>")
+    graphs = {g.index: g for g in r.graphs}
+    for p in r.pieces:
+        g = graphs.get(p.graph)
+        cls = "split" if p.is_split else ""
+        out.append(
+            f"<tr class='{cls}'><td>{p.graph} {e(g.function if g else '')} {e(g.compile_id if g else '')}</td><td>{p.index}</td>"
+            f"<td>{'split (eager)' if p.is_split else 'captured'}</td><td class='num'>{p.num_nodes}</td>"
+            f"<td><code>{e(', '.join(p.ops[:12]))}{' …' if len(p.ops) > 12 else ''}</code></td>"
+            f"<td><code>{e(', '.join(p.input_shapes))}</code></td><td><code>{e(', '.join(p.output_shapes))}</code></td></tr>"
+        )
+    out.append("</table>")
+    return out
+
+
+def _guards(r: Report) -> list[str]:
+    if not r.guards:
+        return []
+    totals: dict[str, int] = {}
+    for gs in r.guards:
+        for t, c in gs.count_by_type().items():
+            totals[t] = totals.get(t, 0) + c
+    rows = "".join(f"<tr><td>{e(t)}</td><td class='num'>{c}</td></tr>" for t, c in sorted(totals.items(), key=lambda kv: -kv[1]))
+    out = [f"<h2>Guards — {len(r.guards)} compiled frame(s)</h2><table><tr><th>type</th><th>count</th></tr>{rows}</table>"]
+    if r.recompiles:
+        out.append(f"<h2>Recompiles ({len(r.recompiles)})</h2><table><tr><th>compile</th><th>function</th><th>tokens</th><th>guard failures</th></tr>")
+        for rc in r.recompiles:
+            out.append(
+                f"<tr><td>{e(rc.compile_id)}</td><td>{e(rc.function)}</td><td class='num'>{rc.capture_size or ''}</td>"
+                f"<td><code>{e('; '.join(rc.reasons))}</code></td></tr>"
+            )
+        out.append("</table>")
+    return out
+
+
+def _replay(r: Report) -> list[str]:
+    rp = r.replay
+    if rp is None:
+        return []
+    peak = max([p.eager_us for s in rp.sizes for p in s.pieces] + [1e-9])
+    out = [
+        f"<h2>Replay — {e(rp.mode)} on {e(rp.device)}: {e(rp.status)}</h2><div class='note'>{e(rp.note)}</div>",
+        "<table id='replay'><tr><th>tokens</th><th>piece</th><th>kind</th><th>status</th><th>max abs err</th><th>max rel err</th>"
+        "<th>eager µs</th><th>graph µs</th><th>speed-up</th></tr>",
+    ]
+    for s in rp.sizes:
+        for p in s.pieces:
+            cls = "failed" if p.status not in ("ok", "skipped") else ("split" if p.is_split else "")
+            bars = f"<span class='bar' style='width:{80 * p.eager_us / peak:.0f}px'></span> {p.eager_us:.1f}" if p.eager_us else "-"
+            gbar = f"<span class='bar g' style='width:{80 * p.graph_us / peak:.0f}px'></span> {p.graph_us:.1f}" if p.graph_us else "-"
+            speed = f"{p.eager_us / p.graph_us:.2f}x" if p.graph_us else "-"
+            out.append(
+                f"<tr class='{cls}'><td class='num'>{s.capture_size}</td><td>{p.index}</td><td>{'split' if p.is_split else 'captured'}</td>"
+                f"<td>{e(p.status)}{(' — ' + e(p.message)) if p.message else ''}</td><td class='num'>{p.max_abs_err:.2e}</td>"
+                f"<td class='num'>{p.max_rel_err:.2e}</td><td>{bars}</td><td>{gbar}</td><td class='num'>{speed}</td></tr>"
+            )
+        out.append(
+            f"<tr><td class='num'>{s.capture_size}</td><td>all</td><td>model</td><td>{e(s.status)}{(' — ' + e(s.message)) if s.message else ''}</td>"
+            f"<td class='num'>{s.max_abs_err:.2e}</td><td class='num'>{s.max_rel_err:.2e}</td><td></td><td></td><td></td></tr>"
+        )
+    out.append("</table>")
+    return out
+
+
+def _short(path: str) -> str:
+    import os
+
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
