@@ -76,6 +76,7 @@ def main() -> None:
         report = tmp / f"r{n}.json"
         run([py, "-m", "pcg_inspect", "trace", t, "--tokens", SIZES, "--no-replay", "--quiet", "--json", str(report)])
         row["stages"] = json.loads(report.read_text())["timings_s"]
+        row["render"] = render_times(report, args.repeat)
         results["layers"][n] = row
         print(f"{n:>3} layers: trace {fmt(row['trace'])}, compile {fmt(row['compile'])}, explain {fmt(row['explain'])}", flush=True)
 
@@ -97,6 +98,25 @@ def main() -> None:
     write_markdown(results, Path(args.out), args.repeat)
     (ROOT / "bench" / "last_run.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
+
+
+def render_times(report_path: Path, repeat: int) -> dict:
+    """Seconds to draw the node-level and piece-level pictures (DOT text + `dot -Tsvg`) of a report."""
+    sys.path.insert(0, str(ROOT))
+    from pcg_inspect.render.graph import to_dot, to_svg
+    from pcg_inspect.report import load_report
+
+    report = load_report(str(report_path))
+    out = {}
+    for detail in ("nodes", "pieces"):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            svg = to_svg(to_dot(report, detail), timeout_s=120)
+            times.append(time.perf_counter() - t0)
+        out[detail] = {"median_s": statistics.median(times), "svg": svg is not None}
+    out["num_nodes"] = sum(g["num_nodes"] for g in json.loads(report_path.read_text())["graphs"])
+    return out
 
 
 def write_markdown(r: dict, out: Path, repeat: int) -> None:
@@ -132,6 +152,12 @@ def write_markdown(r: dict, out: Path, repeat: int) -> None:
               "|---|" + "---|" * len(rows[ns[0]]["stages"])]
     for n in ns:
         lines.append(f"| {n} | " + " | ".join(f"{v:.3f}" for v in rows[n]["stages"].values()) + " |")
+    lines += ["", "## Pictures (`render.graph`: DOT text + Graphviz `dot -Tsvg`)", "",
+              "| layers | nodes | node-level picture | piece-level picture | `--detail auto` picks |", "|---|---|---|---|---|"]
+    for n in ns:
+        rd = rows[n]["render"]
+        auto = "nodes" if rd["num_nodes"] <= 400 else "pieces"
+        lines.append(f"| {n} | {rd['num_nodes']} | {rd['nodes']['median_s']:.2f} s | {rd['pieces']['median_s']:.3f} s | {auto} |")
     lines += [
         "",
         "## Start-up and diff",

@@ -223,6 +223,15 @@ def _to_break(entry: dict) -> GraphBreak:
     )
 
 
+def library_entry(frames: Sequence[Frame]) -> Optional[Frame]:
+    """The library function the user's code called (the first frame after the last user frame)."""
+    last_user = max((i for i, f in enumerate(frames) if f.is_user), default=-1)
+    for f in frames[last_user + 1:]:
+        if not f.is_user and "/torch/" not in f.file.replace("\\", "/"):
+            return f
+    return None
+
+
 def library_frame(frames: Sequence[Frame]) -> Frame:
     """The deepest frame outside the user's code and outside torch's own tracing machinery."""
     lib = [f for f in frames if not f.is_user]

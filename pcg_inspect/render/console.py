@@ -87,10 +87,11 @@ def _breaks(report: Report) -> Iterable[Any]:
             yield Text(f"      {b.line:>4} │ {b.code}", style="bold")
         yield Text(f"      {b.reason}", style="dim")
         if any(not f.is_user for f in b.user_stack):
-            from ..analyze.breaks import library_frame
+            from ..analyze.breaks import library_entry, library_frame
 
-            lib = library_frame(b.user_stack)
-            yield Text(f"      reached library code: {loc(lib.file, lib.line)} in {lib.function}: {lib.code}", style="dim")
+            lib, entry = library_frame(b.user_stack), library_entry(b.user_stack)
+            via = f"{entry.function} ({loc(entry.file, entry.line)}) → " if entry is not None and entry != lib else ""
+            yield Text(f"      reached library code: {via}{loc(lib.file, lib.line)} in {lib.function}: {lib.code}", style="dim")
         yield Text.assemble("      hint: ", b.hint)
         if b.fix:
             yield _fix(b.fix)
