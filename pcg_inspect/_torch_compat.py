@@ -292,6 +292,15 @@ def guard_fail(fail: Any) -> RawGuardFail:
     return RawGuardFail(getattr(fail, "orig_code", None), str(getattr(fail, "reason", fail)))
 
 
+def registered_ops(namespace: str) -> list[str]:
+    """'ns::op' names of every op registered under a namespace (``torch._C._dispatch_get_all_op_names``)."""
+    get_all = getattr(torch._C, "_dispatch_get_all_op_names", None)
+    if get_all is None:
+        return []
+    prefix = namespace + "::"
+    return sorted({n.split(".")[0] for n in get_all() if n.startswith(prefix)})
+
+
 def resolve_op(name: str) -> Optional[Any]:
     """The ``torch.ops`` packet for 'ns.op' / 'ns::op', or None when not registered."""
     ns, _, op = name.replace("::", ".").partition(".")

@@ -48,11 +48,18 @@ class Target:
     factory_line: int
 
 
-def load(spec: str, capture_sizes: tuple[int, ...], device: str = "cpu", dtype: str | None = None) -> Target:
+def load(
+    spec: str,
+    capture_sizes: tuple[int, ...],
+    device: str = "cpu",
+    dtype: str | None = None,
+    model_options: Any = None,
+) -> Target:
     """Load a target and build its inputs for each capture size.
 
     Args:
-        spec: ``path/to/file.py:factory`` or ``package.module:factory``.
+        spec: ``path/to/file.py:factory``, ``package.module:factory``, or a model (bundled config
+            name, folder with config.json, hub id) built by ``pcg_inspect.models``.
         capture_sizes: token counts, used when the factory takes ``tokens``.
         device: 'cpu' or 'cuda'; passed to the factory if it takes ``device``, else applied with ``.to``.
         dtype: torch dtype name; passed as ``dtype`` if accepted, else floating tensors are cast.
@@ -63,13 +70,21 @@ def load(spec: str, capture_sizes: tuple[int, ...], device: str = "cpu", dtype: 
     """
     import torch
 
-    mod, attr, roots = _import_target(spec)
-    factory = getattr(mod, attr, None)
-    if factory is None:
-        where = spec.rpartition(":")[0]
-        raise TargetError(f"{spec}: {where} has no attribute {attr!r}")
-    if not callable(factory):
-        raise TargetError(f"{spec}: {attr!r} is not callable (got {type(factory).__name__})")
+    from . import models
+
+    mod: Any = None
+    if models.is_model_spec(spec):
+        factory, model_split_ops = models.make_factory(spec, model_options or models.ModelOptions())
+        roots = _transformers_roots()
+    else:
+        mod, attr, roots = _import_target(spec)
+        factory = getattr(mod, attr, None)
+        if factory is None:
+            where = spec.rpartition(":")[0]
+            raise TargetError(f"{spec}: {where} has no attribute {attr!r}")
+        if not callable(factory):
+            raise TargetError(f"{spec}: {attr!r} is not callable (got {type(factory).__name__})")
+        model_split_ops = ()
     torch_dtype = _torch_dtype(dtype) if dtype else None
     params = _parameters(factory)
     takes_tokens = "tokens" in params
@@ -96,9 +111,16 @@ def load(spec: str, capture_sizes: tuple[int, ...], device: str = "cpu", dtype: 
         c.args = tuple(_place_value(a, device, torch_dtype) for a in c.args)
         c.kwargs = {k: _place_value(v, device, torch_dtype) for k, v in c.kwargs.items()}
     _infer_token_dims(calls)
-    split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ())
+    split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ()) + tuple(model_split_ops)
     file, line = _source_of(factory)
     return Target(spec, module, calls, split_ops, roots, file, line)
+
+
+def _transformers_roots() -> tuple[str, ...]:
+    # For a model target the code to edit is transformers' modeling files: count them as user code.
+    import transformers
+
+    return (str(Path(transformers.__file__).resolve().parent / "models"),)
 
 
 def parse_capture_sizes(text: str) -> tuple[int, ...]:

@@ -33,6 +33,14 @@ class TraceOptions:
     """GPU replay runs in a child process: a CUDA error there cannot poison this one."""
     observe_ops: bool = True
     """Run the target eagerly once more per size to check its custom ops (the op findings)."""
+    layers: str = "0"
+    """Model targets: decoder layers to build ('0', '0-3')."""
+    num_layers: int = 0
+    """Model targets: > 0 builds the whole model with that many layers."""
+    attn: str = "split"
+    """Model targets: split (pcg_inspect::attention split op) | sdpa | eager."""
+    overrides: tuple[str, ...] = ()
+    """Model targets: key=value config overrides."""
 
 
 @dataclass
@@ -74,7 +82,10 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
 
     t = time.perf_counter()
     say(f"loading {options.target}")
-    target = load_stage.load(options.target, options.capture_sizes, options.device, options.dtype)
+    from .models import ModelOptions
+
+    model_opts = ModelOptions(options.layers, options.num_layers, options.attn, tuple(options.overrides))
+    target = load_stage.load(options.target, options.capture_sizes, options.device, options.dtype, model_opts)
     timings["load_s"] = time.perf_counter() - t
 
     split_ops, sglang_version, warnings = resolve_split_ops(

@@ -134,6 +134,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     opts = json.loads(argv[0])
     opts["capture_sizes"] = tuple(opts["capture_sizes"])
     opts["split_ops"] = tuple(opts["split_ops"])
+    opts["overrides"] = tuple(opts.get("overrides", ()))
     run = run_trace(
         TraceOptions(**opts), progress=lambda msg: print(f"pcg-replay: {msg}", file=sys.stderr, flush=True)
     )

@@ -8,6 +8,7 @@ import typer
 
 from .diff_cmd import diff
 from .explain_cmd import explain
+from .models_cmd import models, ops
 from .render_cmd import render
 from .trace_cmd import trace
 
@@ -22,6 +23,8 @@ app.command("trace")(trace)
 app.command("diff")(diff)
 app.command("render")(render)
 app.command("explain")(explain)
+app.command("models")(models)
+app.command("ops")(ops)
 
 
 def _explain(value: Optional[str]) -> None:

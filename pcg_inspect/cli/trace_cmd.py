@@ -12,7 +12,10 @@ from ._utils import Debug, JsonOut, Quiet, argv_command, consoles, guarded
 
 
 def trace(
-    target: Annotated[str, typer.Argument(help="path/to/file.py:factory or package.module:factory")],
+    target: Annotated[
+        str,
+        typer.Argument(help="path/to/file.py:factory, package.module:factory, or a model: bundled name (pcg-inspect models), folder with config.json, org/name"),
+    ],
     tokens: Annotated[str, typer.Option("--tokens", "-t", help="Capture sizes (token counts), comma-separated.")] = "1,8,64",
     split_op: Annotated[
         Optional[list[str]],
@@ -30,6 +33,14 @@ def trace(
     isolate: Annotated[
         bool, typer.Option("--isolate", help="GPU replay: capture each piece alone in its own memory pool (bisect shared-pool failures).")
     ] = False,
+    layers: Annotated[str, typer.Option("--layers", help="Model targets: decoder layers to build, e.g. 0, 0-3, 1,5.")] = "0",
+    num_layers: Annotated[
+        int, typer.Option("--num-layers", help="Model targets: build the whole model with K layers (embeddings + final norm).")
+    ] = 0,
+    attn: Annotated[str, typer.Option("--attn", help="Model targets: split (pcg_inspect::attention split op), sdpa or eager.")] = "split",
+    override: Annotated[
+        Optional[list[str]], typer.Option("--override", help="Model targets: config key=value (JSON value), repeatable, e.g. num_hidden_layers=1.")
+    ] = None,
     json_out: JsonOut = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Folder for all artifacts: report.json, graph.dot, graph.svg, report.html.", metavar="DIR")
@@ -64,6 +75,10 @@ def trace(
             use_sglang_split_ops=not no_sglang_split_ops,
             replay=not no_replay,
             isolate=isolate,
+            layers=layers,
+            num_layers=num_layers,
+            attn=attn,
+            overrides=tuple(override or ()),
             command=argv_command(),
         )
         if quiet or not err.is_terminal:

@@ -1,0 +1,71 @@
+"""``pcg-inspect models`` and ``pcg-inspect ops``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import EXIT_OK
+from ._utils import Debug, guarded
+
+
+def models(debug: Debug = False) -> None:
+    """List the bundled model configs (use the name as TARGET; shrink with --override for a CPU)."""
+
+    def body() -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        from ..models import bundled
+
+        table = Table(box=None, header_style="bold")
+        for col in ("name", "model_type", "layers", "hidden", "heads/kv", "experts", "source"):
+            table.add_column(col)
+        for name, cfg in bundled().items():
+            experts = cfg.get("num_experts") or cfg.get("n_routed_experts") or cfg.get("num_local_experts") or "-"
+            table.add_row(
+                name, cfg["model_type"], str(cfg.get("num_hidden_layers")), str(cfg.get("hidden_size")),
+                f"{cfg.get('num_attention_heads')}/{cfg.get('num_key_value_heads')}", str(experts), cfg.get("_source", ""),
+            )
+        Console().print(table)
+        return EXIT_OK
+
+    raise typer.Exit(guarded(debug, body))
+
+
+def ops(
+    namespace: Annotated[Optional[list[str]], typer.Option("--namespace", "-n", help="Op namespace(s) to list (default: sglang, pcg_inspect).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Load this target first (file.py:factory) so its ops are registered.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Audit registered custom ops: schema, fake/meta kernel, declared mutations, split op or not."""
+
+    def body() -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        from ..errors import UsageError
+        from ..opsaudit import audit
+
+        if target:
+            from ..load import load
+
+            load(target, (8,))
+        names = tuple(namespace or ("sglang", "pcg_inspect"))
+        rows = audit(names)
+        console = Console()
+        if not rows:
+            raise UsageError(f"no registered ops in namespace(s) {', '.join(names)} (is the package that registers them importable?)")
+        table = Table(box=None, header_style="bold")
+        for col in ("op", "fake/meta", "mutates", "split op", "schema"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(r.name, "yes" if r.has_fake else "[bold red]NO[/]", ", ".join(r.mutates) or "-",
+                          "yes" if r.is_split else "-", r.schema)
+        console.print(table)
+        missing = sum(1 for r in rows if not r.has_fake)
+        console.print(f"{len(rows)} op(s), {missing} without a fake/meta kernel")
+        return 1 if missing else EXIT_OK
+
+    raise typer.Exit(guarded(debug, body))

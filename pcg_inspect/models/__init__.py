@@ -1,0 +1,292 @@
+"""Model targets: decoder layers built from a config with transformers, random weights, no full model.
+
+MODEL is a bundled config name (``pcg-inspect models``), a folder holding ``config.json``, or a hub
+id ``org/name`` whose ``config.json`` is in the local hub cache (only that file is ever read,
+never weights). ``load`` turns it into the same factory shape a ``file.py:factory`` target has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from ..errors import TargetError, UsageError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+ATTN_MODES = ("split", "sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to build the layers of a model target."""
+
+    layers: str = "0"
+    """'0', '0-3' or '1,5': decoder layer indices, run in sequence."""
+    num_layers: int = 0
+    """> 0: the whole model with that many layers (embeddings, layers, final norm)."""
+    attn: str = "split"
+    """split (pcg_inspect::attention split op) | sdpa | eager."""
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+    """key=value config overrides (JSON values), like sglang's --json-model-override-args."""
+
+
+def bundled() -> dict[str, dict[str, Any]]:
+    """Bundled configs by name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(CONFIG_DIR.glob("*.json"))}
+
+
+def is_model_spec(spec: str) -> bool:
+    """A model target: a bundled name, a folder with config.json, or an org/name hub id."""
+    if spec in bundled():
+        return True
+    if ":" in spec or spec.endswith(".py"):
+        return False
+    if os.path.isdir(spec):
+        return os.path.isfile(os.path.join(spec, "config.json"))
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", spec))
+
+
+def read_config(spec: str) -> dict[str, Any]:
+    """The config dict of a model target (TargetError when it cannot be found)."""
+    table = bundled()
+    if spec in table:
+        return {k: v for k, v in table[spec].items() if not k.startswith("_")}
+    if os.path.isdir(spec):
+        return _read_json(os.path.join(spec, "config.json"))
+    path = _hub_cached_config(spec)
+    if path is None:
+        raise TargetError(
+            f"no config.json for {spec!r} in the local hub cache; download it (huggingface-cli download {spec} config.json), "
+            f"pass a folder holding config.json, or use a bundled name ({', '.join(table)})"
+        )
+    return _read_json(path)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TargetError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise TargetError(f"{path} is not a transformers config (no model_type)")
+    return data
+
+
+def _hub_cached_config(repo_id: str) -> Optional[str]:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return found if isinstance(found, str) else None
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """key=value pairs; values parsed as JSON when they parse (numbers, true, lists), else strings."""
+    out = dict(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--override expects key=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:  # nested keys: text_config.hidden_size=256
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def parse_layers(text: str) -> list[int]:
+    """'0' / '0-3' / '1,5' -> layer indices."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise UsageError(f"--layers expects indices like 0, 0-3 or 1,5; got {text!r}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise UsageError(f"--layers range {part!r} is empty")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def make_factory(spec: str, opts: ModelOptions) -> tuple[Callable[..., Any], tuple[str, ...]]:
+    """A factory ``(tokens, device, dtype) -> (module, args, kwargs)`` and the split ops it needs.
+
+    Raises:
+        TargetError: transformers missing, unknown model_type, layer out of range.
+        UsageError: bad --attn / --layers / --override.
+    """
+    if opts.attn not in ATTN_MODES:
+        raise UsageError(f"--attn must be split, sdpa or eager, got {opts.attn!r}")
+    try:
+        import transformers  # noqa: F401
+        from transformers import AutoConfig
+    except ImportError:
+        raise TargetError("model targets need transformers: pip install 'pcg-inspect[models]'") from None
+    raw = apply_overrides(read_config(spec), opts.overrides)
+    model_type = raw.get("model_type")
+    try:
+        config = AutoConfig.for_model(model_type, **{k: v for k, v in raw.items() if k != "model_type"})
+    except (KeyError, ValueError) as exc:
+        raise TargetError(f"{spec}: transformers does not know model_type {model_type!r} ({exc})") from None
+    config = getattr(config, "text_config", None) or config
+    is_moe = any(getattr(config, k, None) for k in ("num_experts", "n_routed_experts", "num_local_experts"))
+    if is_moe and hasattr(config, "_experts_implementation") and not any(
+        o.startswith("_experts_implementation=") for o in opts.overrides
+    ):
+        config._experts_implementation = "grouped_mm"  # what the model's own from_config picks
+    split_ops: tuple[str, ...] = ()
+    if opts.attn == "split":
+        from .attention import SPLIT_OP, register
+
+        config._attn_implementation = register()
+        split_ops = (SPLIT_OP,)
+    else:
+        config._attn_implementation = opts.attn
+    layer_ids = [] if opts.num_layers > 0 else parse_layers(opts.layers)
+    if layer_ids and max(layer_ids) >= config.num_hidden_layers:
+        raise TargetError(f"{spec} has {config.num_hidden_layers} layers; --layers {opts.layers} is out of range")
+
+    def factory(tokens: int = 8, device: str = "cpu") -> Any:
+        import torch
+
+        if opts.num_layers > 0:
+            return _whole_model(config, opts.num_layers, tokens, device)
+        return _layers(config, layer_ids, tokens, device)
+
+    return factory, split_ops
+
+
+def _modeling(config: Any) -> Any:
+    import importlib
+
+    mt = config.model_type
+    for name in (mt, mt.replace("_text", "")):
+        try:
+            return importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+        except ImportError:
+            continue
+    raise TargetError(f"cannot find transformers.models.{mt}.modeling_{mt}")
+
+
+def _class(mod: Any, suffix: str, config: Any) -> Any:
+    cands = [getattr(mod, n) for n in dir(mod) if n.endswith(suffix) and "Vision" not in n and "Audio" not in n]
+    if not cands:
+        raise TargetError(f"{mod.__name__} has no *{suffix} class")
+    text = [c for c in cands if "Text" in c.__name__]
+    return (text or cands)[0]
+
+
+def LayerStack(layers: Any, rotary: Any, layer_types: Sequence[Optional[str]], windows: Sequence[int]) -> Any:
+    """Decoder layers run in sequence, as the model's forward runs them: per-layer rotary embeddings
+    (layer_type for models with local/global rope) and a causal (or sliding-window) mask built
+    from the token count, so no input but hidden states and positions carries the token dim."""
+    import inspect
+
+    import torch
+    import torch.nn as nn
+
+    takes_type = "layer_type" in inspect.signature(rotary.forward).parameters
+
+    class _Stack(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(layers)
+            self.rotary_emb = rotary
+
+        def forward(self, hidden_states: Any, position_ids: Any) -> Any:
+            t = hidden_states.shape[1]
+            i = torch.arange(t, device=hidden_states.device).unsqueeze(1)
+            j = torch.arange(t, device=hidden_states.device).unsqueeze(0)
+            for layer, layer_type, window in zip(self.layers, layer_types, windows):
+                if takes_type:
+                    position_embeddings = self.rotary_emb(hidden_states, position_ids, layer_type)
+                else:
+                    position_embeddings = self.rotary_emb(hidden_states, position_ids)
+                allowed = (j <= i) & ((i - j < window) if window > 0 else (j >= 0))
+                mask = torch.zeros(t, t, dtype=hidden_states.dtype, device=hidden_states.device)
+                mask = mask.masked_fill(~allowed, torch.finfo(hidden_states.dtype).min)[None, None]
+                out = layer(hidden_states, attention_mask=mask, position_ids=position_ids,
+                            position_embeddings=position_embeddings)
+                hidden_states = out[0] if isinstance(out, tuple) else out
+            return hidden_states
+
+    return _Stack()
+
+
+def _layers(config: Any, layer_ids: list[int], tokens: int, device: str) -> Any:
+    import torch
+
+    mod = _modeling(config)
+    layer_cls = _class(mod, "DecoderLayer", config)
+    rope_cls = _class(mod, "RotaryEmbedding", config)
+    torch.manual_seed(0)
+    layers = [layer_cls(config, layer_idx=i) for i in layer_ids]
+    try:
+        rotary = rope_cls(config=config)
+    except TypeError:
+        rotary = rope_cls(config)
+    types = list(getattr(config, "layer_types", None) or [])
+    layer_types = [types[i] if i < len(types) else None for i in layer_ids]
+    window = int(getattr(config, "sliding_window", 0) or 0)
+    windows = [window if (t or "").startswith("sliding") else 0 for t in layer_types]
+    model = LayerStack(layers, rotary, layer_types, windows).to(device)
+    _init(model, config)
+    hidden = torch.randn(1, tokens, config.hidden_size, device=device) * 0.5
+    positions = torch.arange(tokens, device=device).unsqueeze(0)
+    return model, (hidden, positions)
+
+
+def _whole_model(config: Any, num_layers: int, tokens: int, device: str) -> Any:
+    import copy
+
+    import torch
+    from transformers import AutoModel
+
+    cfg = copy.deepcopy(config)
+    cfg.num_hidden_layers = num_layers
+    for key in ("layer_types", "mlp_layer_types", "indexer_types"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, list):
+            setattr(cfg, key, value[:num_layers])
+    torch.manual_seed(0)
+    model = AutoModel.from_config(cfg).to(device)
+    model.config.use_cache = False
+    _init(model, cfg)
+
+    class Forward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any) -> Any:
+            return self.model(input_ids=input_ids, use_cache=False).last_hidden_state
+
+    ids = torch.randint(0, cfg.vocab_size, (1, tokens), device=device)
+    return Forward(), (ids,)
+
+
+def _init(model: Any, config: Any) -> None:
+    # Random weights with a sane scale (transformers leaves some uninitialised without _init_weights).
+    import torch
+
+    std = float(getattr(config, "initializer_range", 0.02) or 0.02)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, std)
+            elif "norm" in name or name.endswith("weight"):
+                p.fill_(1.0) if "norm" in name else p.normal_(0.0, std)
+            else:
+                p.zero_()

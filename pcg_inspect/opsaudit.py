@@ -1,0 +1,49 @@
+"""Audit of registered custom ops (``pcg-inspect ops``): what Dynamo will know of each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class OpRow:
+    name: str
+    schema: str
+    has_fake: bool
+    mutates: tuple[str, ...]
+    is_split: bool
+
+
+def audit(namespaces: Sequence[str]) -> list[OpRow]:
+    """Every op registered under the namespaces, with its fake-kernel and mutation facts."""
+    from . import _torch_compat as compat
+    from .pipeline import _sglang_split_ops
+    from .split import normalise_op_name
+
+    if "sglang" in namespaces:
+        try:  # importing sglang's layers registers its ops
+            import sglang.srt.layers  # type: ignore[import-not-found]  # noqa: F401
+        except Exception:
+            pass
+    split = {normalise_op_name(n) for n in _sglang_split_ops()[0]}
+    if "pcg_inspect" in namespaces:
+        try:
+            from .models import attention as _  # noqa: F401
+
+            split.add("pcg_inspect.attention")
+        except Exception:
+            pass
+    rows = []
+    for ns in namespaces:
+        for qualname in compat.registered_ops(ns):
+            packet = compat.resolve_op(qualname)
+            if packet is None:
+                continue
+            for overload_name in packet.overloads():
+                ov = getattr(packet, overload_name)
+                schema = ov._schema
+                mutates = tuple(a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write)
+                name = qualname.replace("::", ".") + ("" if overload_name == "default" else f".{overload_name}")
+                rows.append(OpRow(name, str(schema), compat.has_fake_kernel(ov), mutates, name in split))
+    return sorted(rows, key=lambda r: r.name)
