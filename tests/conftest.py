@@ -21,10 +21,15 @@ def marker_line(path: str, marker: str) -> int:
 
 @lru_cache(maxsize=None)
 def traced(spec: str, sizes: tuple = (1, 8), split_ops: tuple = (), dynamic: str = "maybe"):
-    """Trace once per (spec, options) for the whole session: tracing costs ~1 s."""
+    """Trace once per (spec, options) for the whole session: tracing costs ~1 s.
+
+    sglang's split-op registry is process-wide (tests/test_sglang.py adds to it), so tests that
+    are not about sglang leave it out.
+    """
     from pcg_inspect.pipeline import TraceOptions, run_trace
 
-    return run_trace(TraceOptions(target=spec, capture_sizes=sizes, split_ops=split_ops, dynamic=dynamic)).report
+    opts = TraceOptions(target=spec, capture_sizes=sizes, split_ops=split_ops, dynamic=dynamic, use_sglang_split_ops=False)
+    return run_trace(opts).report
 
 
 def pytest_collection_modifyitems(config, items):

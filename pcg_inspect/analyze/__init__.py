@@ -65,8 +65,9 @@ def _observed_fixes(breaks: list[GraphBreak], findings: Sequence[Finding]) -> li
 def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) -> list[Finding]:
     # A library call Dynamo cannot trace: the fix is a custom-op wrapper around that call.
     from .breaks import library_frame
-    from .ops import wrapper_for_call
+    from .ops import sglang_available, wrapper_for_call
 
+    sglang = sglang_available()
     out = []
     for b in breaks:
         if b.category != "opaque_call":
@@ -84,7 +85,7 @@ def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) 
                 code=b.code,
                 hint="Wrap the call as a custom op with a fake impl (below; with sglang, register_custom_op). "
                 "Check mutates_args and the fake's output shape against the kernel.",
-                fix=wrapper_for_call(b.code),
+                fix=wrapper_for_call(b.code, sglang=sglang),
                 details={"library_frame": f"{lib.file}:{lib.line}" if lib else ""},
             )
         )

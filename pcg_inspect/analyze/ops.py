@@ -166,6 +166,7 @@ def op_findings(ops: dict[str, OpInfo], graphs: Sequence[Any], breaks: Sequence[
         file, line = sites.get(name, ("", 0))
         code = source_line(file, line)
         qual = name.replace(".", "::", 1)
+        sglang_style = info.name.startswith("sglang.")
         if not info.has_fake:
             out.append(
                 Finding(
@@ -180,8 +181,13 @@ def op_findings(ops: dict[str, OpInfo], graphs: Sequence[Any], breaks: Sequence[
                     line=line,
                     code=code,
                     op=name,
-                    hint="Register a fake impl (below, derived from the shapes observed in an eager run); with sglang, "
-                    "register_custom_op(mutates_args=..., fake_impl=...). Make it a split op if it must stay eager.",
+                    hint=(
+                        "Pass fake_impl= to its register_custom_op(mutates_args=...) (the body below, derived from the shapes "
+                        "observed in an eager run); add @register_split_op() if it must stay eager."
+                        if sglang_style
+                        else "Register a fake impl (below, derived from the shapes observed in an eager run); with sglang, "
+                        "register_custom_op(mutates_args=..., fake_impl=...). Make it a split op if it must stay eager."
+                    ),
                     fix=fake_impl_from_observation(info),
                     details=_details(info),
                 )
@@ -345,7 +351,17 @@ def _call_sites(graphs: Sequence[Any], breaks: Sequence[Any], roots: Sequence[st
 # ------------------------------------------------------------------------ opaque calls
 
 
-def wrapper_for_call(code: str, namespace: str = "mylib") -> str:
+def sglang_available() -> bool:
+    """sglang's custom-op helpers import (then fixes use register_custom_op / register_split_op)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("sglang.srt.utils.custom_op") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def wrapper_for_call(code: str, namespace: str = "mylib", sglang: bool = False) -> str:
     """A custom-op wrapper for an opaque library call on a source line ('h = lib.fn(x, w, eps=1e-6)').
 
     Tensor-ness of arguments is unknown from source alone: names are typed as tensors, literals
@@ -374,6 +390,18 @@ def wrapper_for_call(code: str, namespace: str = "mylib") -> str:
     names = ", ".join(n for n, _ in params)
     first = next((n for n, t in params if t == "torch.Tensor"), params[0][0] if params else "")
     call_site = code.strip().replace(fn + "(", f"{short}_op(", 1)
+    if sglang:
+        return (
+            "from sglang.srt.utils.custom_op import register_custom_op\n"
+            "# from sglang.srt.compilation.compilation_config import register_split_op  (if it must stay eager)\n\n\n"
+            f"def _{short}_fake({names}):\n"
+            f"    return torch.empty_like({first})  # the kernel's output shape/dtype\n\n\n"
+            f"# @register_split_op()\n"
+            f"@register_custom_op(mutates_args=[], fake_impl=_{short}_fake)  # list the arguments it writes to\n"
+            f"def {short}_op({sig}) -> torch.Tensor:\n"
+            f"    return {fn}({', '.join(forward)})\n\n\n"
+            f"# at the call site (torch.ops.sglang.{short}_op):\n# {call_site}\n"
+        )
     return (
         f'@torch.library.custom_op("{namespace}::{short}", mutates_args=())  # list the arguments it writes to\n'
         f"def {short}_op({sig}) -> torch.Tensor:\n"

@@ -37,6 +37,7 @@ def models(debug: Debug = False) -> None:
 def ops(
     namespace: Annotated[Optional[list[str]], typer.Option("--namespace", "-n", help="Op namespace(s) to list (default: sglang, pcg_inspect).")] = None,
     target: Annotated[Optional[str], typer.Option("--target", help="Load this target first (file.py:factory) so its ops are registered.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
     debug: Debug = False,
 ) -> None:
     """Audit registered custom ops: schema, fake/meta kernel, declared mutations, split op or not."""
@@ -57,14 +58,21 @@ def ops(
         console = Console()
         if not rows:
             raise UsageError(f"no registered ops in namespace(s) {', '.join(names)} (is the package that registers them importable?)")
+        missing = sum(1 for r in rows if not r.has_fake)
+        if as_json:
+            import dataclasses
+            import json
+
+            typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+            return 1 if missing else EXIT_OK
         table = Table(box=None, header_style="bold")
-        for col in ("op", "fake/meta", "mutates", "split op", "schema"):
+        table.add_column("op", no_wrap=True)
+        for col in ("fake/meta", "mutates", "split op", "schema"):
             table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(r.name, "yes" if r.has_fake else "[bold red]NO[/]", ", ".join(r.mutates) or "-",
                           "yes" if r.is_split else "-", r.schema)
         console.print(table)
-        missing = sum(1 for r in rows if not r.has_fake)
         console.print(f"{len(rows)} op(s), {missing} without a fake/meta kernel")
         return 1 if missing else EXIT_OK
 
