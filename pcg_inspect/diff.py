@@ -7,6 +7,7 @@ position and op signature; guards by type + source; replay by capture size and p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ def diff(a: Report, b: Report, fail_on: Sequence[str] = DEFAULT_FAIL_ON, time_th
     if same_torch:
         changes += _guards(a, b, unchanged)
     changes += _replay(a, b, unchanged, same_device, time_threshold, notes)
+    changes += _ranks(a, b, same_torch, unchanged, kept, notes)
     if a.summary.capturable and not b.summary.capturable:
         changes.append(Change("verdict", "introduced", "capturable: true → false", regression=True))
     elif not a.summary.capturable and b.summary.capturable:
@@ -148,6 +150,26 @@ def diff(a: Report, b: Report, fail_on: Sequence[str] = DEFAULT_FAIL_ON, time_th
         fail_on=tuple(fail_on),
         unchanged_items=tuple(kept),
     )
+
+
+def _ranks(a: Report, b: Report, same_torch: bool, unchanged: dict[str, int], kept: list, notes: list[str]) -> list[Change]:
+    # Multi-rank reports: the top level is rank 0; compare the other ranks' breaks and findings too.
+    if not a.ranks and not b.ranks:
+        return []
+    if len(a.ranks) != len(b.ranks):
+        notes.append(f"world sizes differ ({max(len(a.ranks), 1)} vs {max(len(b.ranks), 1)}): only ranks in both are compared")
+    out: list[Change] = []
+    ra = {r.environment.rank: r for r in a.ranks}
+    rb = {r.environment.rank: r for r in b.ranks}
+    for rank in sorted(set(ra) & set(rb) - {0}):
+        x, y = ra[rank], rb[rank]
+        sub: dict[str, int] = {}
+        for c in _match("breaks", x.graph_breaks, y.graph_breaks, lambda v: _break_key(v, same_torch), _break_title, sub, kept, regress=True):
+            out.append(dataclasses.replace(c, title=f"rank {rank}: {c.title}"))
+        for c in _match("findings", x.findings, y.findings, _finding_key, _finding_title, sub, kept,
+                        regress_if=lambda f: f.severity == "error"):
+            out.append(dataclasses.replace(c, title=f"rank {rank}: {c.title}"))
+    return out
 
 
 def _minor(version: str) -> str:

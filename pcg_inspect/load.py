@@ -54,6 +54,8 @@ def load(
     device: str = "cpu",
     dtype: str | None = None,
     model_options: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Target:
     """Load a target and build its inputs for each capture size.
 
@@ -61,6 +63,7 @@ def load(
         spec: ``path/to/file.py:factory``, ``package.module:factory``, or a model (bundled config
             name, folder with config.json, hub id) built by ``pcg_inspect.models``.
         capture_sizes: token counts, used when the factory takes ``tokens``.
+        rank, world_size: passed to the factory when it takes them (tensor parallel).
         device: 'cpu' or 'cuda'; passed to the factory if it takes ``device``, else applied with ``.to``.
         dtype: torch dtype name; passed as ``dtype`` if accepted, else floating tensors are cast.
     Returns:
@@ -99,6 +102,10 @@ def load(
             kwargs["device"] = device
         if "dtype" in params and torch_dtype is not None:
             kwargs["dtype"] = torch_dtype
+        if "rank" in params:
+            kwargs["rank"] = rank
+        if "world_size" in params:
+            kwargs["world_size"] = world_size
         torch.manual_seed(0)
         result = _call_factory(spec, factory, kwargs)
         m, args, call_kwargs = _normalise(spec, result, tokens)

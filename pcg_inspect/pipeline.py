@@ -41,6 +41,12 @@ class TraceOptions:
     """Model targets: split (pcg_inspect::attention split op) | sdpa | eager."""
     overrides: tuple[str, ...] = ()
     """Model targets: key=value config overrides."""
+    nproc: int = 1
+    """Ranks to launch over torch.distributed (tensor parallel)."""
+    rank: int = 0
+    """Inside a rank: its rank (set by the launcher)."""
+    world_size: int = 1
+    """Inside a rank: the number of ranks (set by the launcher)."""
 
 
 @dataclass
@@ -65,6 +71,10 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
     if options.dynamic not in ("maybe", "unbacked", "static"):
         raise UsageError(f"--dynamic must be maybe, unbacked or static, got {options.dynamic!r}")
 
+    if options.nproc > 1:
+        from .tp import run_ranks
+
+        return TraceRun(run_ranks(options, say))
     t0 = time.perf_counter()
     say("importing torch")
     import torch
@@ -85,7 +95,10 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
     from .models import ModelOptions
 
     model_opts = ModelOptions(options.layers, options.num_layers, options.attn, tuple(options.overrides))
-    target = load_stage.load(options.target, options.capture_sizes, options.device, options.dtype, model_opts)
+    target = load_stage.load(
+        options.target, options.capture_sizes, options.device, options.dtype, model_opts,
+        rank=options.rank, world_size=options.world_size,
+    )
     timings["load_s"] = time.perf_counter() - t
 
     split_ops, sglang_version, warnings = resolve_split_ops(
@@ -138,6 +151,8 @@ def run_trace(options: TraceOptions, progress: Optional[Progress] = None) -> Tra
         capture_sizes=sizes,
         dynamic=options.dynamic,
         sglang_version=sglang_version,
+        world_size=options.world_size,
+        rank=options.rank,
     )
     report = Report(
         schema_version=SCHEMA_VERSION,

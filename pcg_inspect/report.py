@@ -294,6 +294,10 @@ class Environment:
     dynamic: str
     """How the token dim was marked: maybe (sglang) | unbacked | static."""
     sglang_version: str = ""
+    world_size: int = 1
+    """Ranks traced (--nproc)."""
+    rank: int = 0
+    """This report's rank (0 for the merged report)."""
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,8 @@ class Report:
     """Things the tool could not do (a guard it could not decode, replay skipped), never fatal."""
     timings_s: dict[str, float] = field(default_factory=dict)
     """Wall time per stage."""
+    ranks: tuple["Report", ...] = ()
+    """With --nproc N: every rank's own report (graph nodes dropped), rank 0 first."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""

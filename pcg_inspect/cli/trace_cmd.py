@@ -41,6 +41,9 @@ def trace(
     override: Annotated[
         Optional[list[str]], typer.Option("--override", help="Model targets: config key=value (JSON value), repeatable, e.g. num_hidden_layers=1.")
     ] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Trace N tensor-parallel ranks over torch.distributed (gloo on CPU, NCCL on GPUs) and merge.")
+    ] = 1,
     json_out: JsonOut = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Folder for all artifacts: report.json, graph.dot, graph.svg, report.html.", metavar="DIR")
@@ -79,6 +82,7 @@ def trace(
             num_layers=num_layers,
             attn=attn,
             overrides=tuple(override or ()),
+            nproc=nproc,
             command=argv_command(),
         )
         if quiet or not err.is_terminal:

@@ -67,6 +67,7 @@ def render(report: Report) -> Group:
     parts += list(_pieces(report))
     parts += list(_guards(report))
     parts += list(_replay(report))
+    parts += list(_ranks(report))
     for w in report.warnings:
         parts.append(Text(f"note: {w}", style="dim"))
     return Group(*parts)
@@ -225,3 +226,18 @@ def _replay(report: Report) -> Iterable[Any]:
         for pr in sr.pieces:
             if pr.message and pr.status != "ok":
                 yield Text(f"  {sr.capture_size} tokens, piece {pr.index}: {pr.message}", style="red")
+
+
+def _ranks(report: Report) -> Iterable[Any]:
+    if not report.ranks:
+        return
+    from ..tp import rank_table
+
+    yield Text("")
+    yield Text(f"Ranks — {report.environment.world_size} (tensor parallel)", style="bold")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for col in ("rank", "verdict", "graphs", "breaks", "pieces", "replay"):
+        table.add_column(col)
+    for row in rank_table(report):
+        table.add_row(*(str(x) for x in row))
+    yield table

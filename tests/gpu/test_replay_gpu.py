@@ -86,3 +86,23 @@ def test_split_op_returning_new_tensor_flagged_on_gpu():
     report = _run(f"{BAD}:make_fresh_output", sizes=(8, 64))
     assert [f.kind for f in report.findings if f.kind == "split_output_address"]
     print("fresh-output replay:", [(s.capture_size, [(p.index, p.status, p.message[:60]) for p in s.pieces]) for s in report.replay.sizes])
+
+
+def test_tensor_parallel_on_two_gpus(tmp_path):
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs")
+    path = tmp_path / "tp.json"
+    from typer.testing import CliRunner
+
+    from pcg_inspect.cli import app
+
+    res = CliRunner().invoke(app, ["trace", f"{EXAMPLES / 'tp' / 'layer.py'}:make", "--nproc", "2", "--device", "cuda",
+                                   "--tokens", "1,8,64", "--json", str(path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    from pcg_inspect.report import load_report
+
+    r = load_report(str(path))
+    assert [x.replay.mode for x in r.ranks] == ["cuda-graph", "cuda-graph"]
+    assert all(x.replay.status == "ok" for x in r.ranks)
