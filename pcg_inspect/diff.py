@@ -229,15 +229,12 @@ def _match(
 
 
 def _where(x: Any) -> str:
+    from .render.paths import short_path
+
     file, line = getattr(x, "file", ""), getattr(x, "line", 0)
     if not file:
         return ""
-    try:
-        rel = os.path.relpath(file)
-    except ValueError:
-        rel = file
-    shown = file if rel.startswith("..") else rel
-    return f"{shown}:{line}" if line else shown
+    return f"{short_path(file)}:{line}" if line else short_path(file)
 
 
 def _main_pieces(r: Report) -> list[Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable
 
 from rich.console import Group
@@ -11,20 +10,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import Report
+from .paths import short_path
 
 MAX_PIECE_ROWS = 40
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-
-
-def short_path(path: str) -> str:
-    """Path relative to the working directory when below it."""
-    if not path:
-        return "?"
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
 
 
 def loc(file: str, line: int) -> str:

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Optional
 
 from ..report import Graph, Report
+from .paths import short_path
 
 AUTO_NODE_LIMIT = 400
 CAPTURED, SPLIT, SPLIT_NODE, FAILED, BREAK = "#e8f5e9", "#f3e5f5", "#ab47bc", "#ffcdd2", "#c62828"
@@ -109,7 +110,7 @@ def to_dot(report: Report, detail: str = "auto", show_weights: bool = False) -> 
         lines.append("  }")
     # Graph breaks: each one is a boundary between compiled graphs.
     for i, b in enumerate(report.graph_breaks, 1):
-        label = f"graph break {i}: {b.category}\\n{_short(b.file)}:{b.line}\\n{b.code[:60]}"
+        label = f"graph break {i}: {b.category}\\n{short_path(b.file)}:{b.line}\\n{b.code[:60]}"
         lines.append(f"  break{i} [label={_q(label)}, shape=octagon, fillcolor=\"#ffebee\", color={_q(BREAK)}, fontcolor={_q(BREAK)}];")
     anchors = [f"g{g.index}_p{[p for p in report.pieces if p.graph == g.index][-1].index}" if mode == "pieces" and any(p.graph == g.index for p in report.pieces) else None for g, _ in graphs]
     if report.graph_breaks and mode == "pieces":
@@ -118,16 +119,6 @@ def to_dot(report: Report, detail: str = "auto", show_weights: bool = False) -> 
                 lines.append(f"  {anchors[i - 1]} -> break{i} [style=dashed, color={_q(BREAK)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def _short(path: str) -> str:
-    import os
-
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
 
 
 def dot_available() -> bool:

@@ -6,6 +6,7 @@ from typing import Optional
 
 from ..report import Report
 from .graph import escape as e
+from .paths import short_path
 
 _CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -92,13 +93,15 @@ def _breaks(r: Report) -> list[str]:
     out = [f"<h2>Graph breaks ({len(r.graph_breaks)}) — each one stops sglang's fullgraph=True capture</h2>"]
     for i, b in enumerate(r.graph_breaks, 1):
         doc = f" <a href='{e(b.doc_url)}'>{e(b.gb_id)}</a>" if b.doc_url else (f" {e(b.gb_id)}" if b.gb_id else "")
-        lib = [f for f in b.user_stack if not f.is_user]
+        from ..analyze.breaks import library_frame
+
+        lib = [library_frame(b.user_stack)] if any(not f.is_user for f in b.user_stack) else []
         out.append(
             f"<div class='card break' id='break-{i}'><span class='tag cat'>{e(b.category)}</span>"
-            f"<b>{e(_short(b.file))}:{b.line}</b> in <code>{e(b.function)}</code>{doc}"
+            f"<b>{e(short_path(b.file))}:{b.line}</b> in <code>{e(b.function)}</code>{doc}"
             f"<pre class='src'>{b.line:>5} │ {e(b.code)}</pre>"
             f"<div>{e(b.reason)}</div>"
-            + (f"<div class='note'>reached library code: {e(_short(lib[-1].file))}:{lib[-1].line} in {e(lib[-1].function)}</div>" if lib else "")
+            + (f"<div class='note'>reached library code: {e(short_path(lib[-1].file))}:{lib[-1].line} in {e(lib[-1].function)}</div>" if lib else "")
             + f"<div class='hint'><b>hint:</b> {e(b.hint)}</div>"
             + (_fix(b.fix) if b.fix else "")
             + "</div>"
@@ -112,7 +115,7 @@ def _findings(r: Report) -> list[str]:
     order = {"error": 0, "warning": 1, "info": 2}
     out = [f"<h2>Findings ({len(r.findings)})</h2>"]
     for f in sorted(r.findings, key=lambda f: order.get(f.severity, 3)):
-        where = f"<b>{e(_short(f.file))}:{f.line}</b>" if f.file else ""
+        where = f"<b>{e(short_path(f.file))}:{f.line}</b>" if f.file else ""
         out.append(
             f"<div class='card finding'><span class='tag {e(f.severity)}'>{e(f.severity)}</span><span class='tag cat'>{e(f.kind)}</span>"
             f"{where}{(' op <code>' + e(f.op) + '</code>') if f.op else ''}<div>{e(f.message)}</div>"
@@ -192,13 +195,3 @@ def _replay(r: Report) -> list[str]:
         )
     out.append("</table>")
     return out
-
-
-def _short(path: str) -> str:
-    import os
-
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
