@@ -124,7 +124,7 @@ def tracing_config(recompile_limit: int = 64) -> Iterator[None]:
         yield
 
 
-_QUIET_LOGGERS = ("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses", "torch.utils._sympy")
+_QUIET_LOGGERS = ("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses", "torch.utils._sympy", "torch._guards")
 
 
 @contextlib.contextmanager
@@ -222,9 +222,11 @@ class _ArtifactHandler(logging.Handler):
 def _raw_break(exc: BaseException, hard: bool) -> RawBreak:
     stack = getattr(exc, "real_stack", None) or []
     frames = [(fs.filename, int(fs.lineno or 0), fs.name) for fs in stack]
+    msg = str(getattr(exc, "msg", None) or exc)
+    if not frames:  # e.g. ConstraintViolationError: the user stack is only in the message
+        frames = [(m["file"], int(m["line"]), m["func"]) for m in _FRAME_RE.finditer(msg.split("User stack:", 1)[-1])]
     if not frames and exc.__traceback__ is not None:
         frames = [(f.filename, int(f.lineno or 0), f.name) for f in traceback.extract_tb(exc.__traceback__)]
-    msg = str(getattr(exc, "msg", None) or exc)
     gb_type = getattr(exc, "gb_type", None) or ""
     if not gb_type:
         gb_type = type(exc).__name__

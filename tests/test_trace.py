@@ -101,3 +101,13 @@ def test_guards_grouped_by_type():
     assert gs.graph == 0 and gs.function == "forward"
     shape = [g for g in gs.guards if g.type == "SHAPE_ENV"]
     assert shape and "size()[0]" in shape[0].code
+
+
+def test_constraint_violation_is_explained_at_the_specialising_line():
+    from conftest import TARGETS
+
+    path = str(TARGETS / "constraint.py")
+    report = traced(f"{path}:make", sizes=(8, 16))
+    (b,) = report.graph_breaks
+    assert b.fatal and b.file == path and b.line == marker_line(path, "MARK:specialised")
+    assert "input `x` dim 0 was marked dynamic" in b.hint and "specialised it to 8" in b.hint

@@ -200,6 +200,8 @@ def _to_break(entry: dict) -> GraphBreak:
     elif category == "missing_fake_impl" and op:
         hint = f"`{op}` has no fake/meta kernel: register one so Dynamo can trace it as one node."
         fix = fake_impl_skeleton(op)
+    elif "constraints violated" in rb.message.lower() or "as dynamic but your code specialized" in rb.message:
+        hint, fix = _constraint_hint(rb.message), ""
     elif category == "opaque_call" and uf is not None and entry["frames"] and not entry["frames"][-1].is_user:
         lib = library_frame(entry["frames"])
         hint = f"Dynamo followed this call into library code ({lib.file}:{lib.line}) it cannot trace: " + _HINTS[category]
@@ -220,6 +222,22 @@ def _to_break(entry: dict) -> GraphBreak:
         capture_sizes=tuple(sorted(entry["sizes"])),
         occurrences=entry["occurrences"],
         fatal=rb.hard,
+    )
+
+
+def _constraint_hint(message: str) -> str:
+    # "You marked L['x'].size()[0] as dynamic but your code specialized it to be a constant (8)"
+    m = re.search(r"You marked (L\['(?P<name>[^']+)'\][^ ]*?\.size\(\)\[(?P<dim>\d+)\]) as dynamic but your code specialized it to be a constant \((?P<value>[^)]+)\)", message)
+    if m:
+        what = f"input `{m.group('name')}` dim {m.group('dim')}"
+        return (
+            f"{what} was marked dynamic (mark_dynamic) but this line specialised it to {m.group('value')}: do not branch on "
+            "the token count, mark every input carrying the token dim together (an unmarked rotary cos/sin with the same dim "
+            "does this), or use maybe_mark_dynamic as sglang does."
+        )
+    return (
+        "A dim marked dynamic was specialised: mark every input that carries the token dim together, do not branch on "
+        "it, or use maybe_mark_dynamic as sglang does (TORCH_LOGS=+dynamic shows where)."
     )
 
 

@@ -57,11 +57,12 @@ def read_config(spec: str) -> dict[str, Any]:
         return {k: v for k, v in table[spec].items() if not k.startswith("_")}
     if os.path.isdir(spec):
         return _read_json(os.path.join(spec, "config.json"))
-    path = _hub_cached_config(spec)
+    path = _hub_cached_config(spec) or _hub_download_config(spec)
     if path is None:
         raise TargetError(
-            f"no config.json for {spec!r} in the local hub cache; download it (huggingface-cli download {spec} config.json), "
-            f"pass a folder holding config.json, or use a bundled name ({', '.join(table)})"
+            f"no config.json for {spec!r} in the local hub cache, and the hub is not reachable; download it "
+            f"(huggingface-cli download {spec} config.json), pass a folder holding config.json, or use a bundled name "
+            f"({', '.join(table)})"
         )
     return _read_json(path)
 
@@ -75,6 +76,25 @@ def _read_json(path: str) -> dict[str, Any]:
     if not isinstance(data, dict) or "model_type" not in data:
         raise TargetError(f"{path} is not a transformers config (no model_type)")
     return data
+
+
+def _hub_download_config(repo_id: str) -> Optional[str]:
+    """Download config.json alone (never weights) when the hub answers; None when offline."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    try:  # a quick look first: hf_hub_download retries for ~20 s when there is no network
+        with socket.create_connection(("huggingface.co", 443), timeout=3):
+            pass
+    except OSError:
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return str(hf_hub_download(repo_id, "config.json"))
+    except Exception:
+        return None
 
 
 def _hub_cached_config(repo_id: str) -> Optional[str]:
