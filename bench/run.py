@@ -65,6 +65,15 @@ def main() -> None:
     results["import_torch"] = measure([py, "-c", "import torch"], args.repeat)
 
     tmp = Path(tempfile.mkdtemp(prefix="pcg-bench-"))
+    results["llama"] = {}
+    for n in [int(x) for x in args.layers.split(",")]:
+        t = f"{TARGETS}:llama_{n}"
+        row = {
+            "trace": measure([py, "-m", "pcg_inspect", "trace", t, "--tokens", SIZES, "--no-replay", "--quiet"], args.repeat),
+            "compile": measure([py, "bench/bare.py", str(TARGETS), f"llama_{n}", "compile", SIZES], args.repeat),
+        }
+        results["llama"][n] = row
+        print(f"{n:>3} llama layers: trace {fmt(row['trace'])}, compile {fmt(row['compile'])}", flush=True)
     for n in [int(x) for x in args.layers.split(",")]:
         t = f"{TARGETS}:make_{n}"
         row = {
@@ -148,6 +157,19 @@ def write_markdown(r: dict, out: Path, repeat: int) -> None:
         slope_t = (rows[b]["trace"]["median_s"] - rows[a]["trace"]["median_s"]) / (b - a)
         slope_c = (rows[b]["compile"]["median_s"] - rows[a]["compile"]["median_s"]) / (b - a)
         lines += ["", f"Per-layer slope ({a}→{b} layers): trace {slope_t * 1000:.0f} ms/layer, bare compile {slope_c * 1000:.0f} ms/layer."]
+    if r.get("llama"):
+        lines += ["", "## Shrunk real transformers layers (Llama, hidden 256, `bench/targets.py:llama_N`)", "",
+                  "| layers | `trace --no-replay` | bare `torch.compile(backend=\"eager\")` | trace / compile | peak RSS trace / compile |",
+                  "|---|---|---|---|---|"]
+        for n, row in r["llama"].items():
+            lines.append(f"| {n} | {fmt(row['trace'])} | {fmt(row['compile'])} | {row['trace']['median_s'] / row['compile']['median_s']:.2f}x | "
+                         f"{row['trace']['rss_mib']} / {row['compile']['rss_mib']} MiB |")
+        ls = sorted(r["llama"])
+        if len(ls) >= 2:
+            a, b = ls[0], ls[-1]
+            st = (r["llama"][b]["trace"]["median_s"] - r["llama"][a]["trace"]["median_s"]) / (b - a)
+            sc = (r["llama"][b]["compile"]["median_s"] - r["llama"][a]["compile"]["median_s"]) / (b - a)
+            lines.append(f"\nPer-layer slope ({a}→{b}): trace {st * 1000:.0f} ms/layer, bare compile {sc * 1000:.0f} ms/layer.")
     lines += ["", "Stage times inside `trace` (s, from the report's `timings_s`):", "", "| layers | " + " | ".join(rows[ns[0]]["stages"]) + " |",
               "|---|" + "---|" * len(rows[ns[0]]["stages"])]
     for n in ns:

@@ -53,3 +53,21 @@ def _make(n):
 
 
 make_1, make_8, make_32 = _make(1), _make(8), _make(32)
+
+
+# A shrunk real transformers Llama layer, stacked: the same module `pcg-inspect trace llama3-8b
+# --layers 0-{n-1} --override ...` builds, so bench/bare.py can time bare Dynamo on it.
+LLAMA_OVERRIDES = ("hidden_size=256", "intermediate_size=512", "num_attention_heads=4", "num_key_value_heads=2", "vocab_size=1000")
+
+
+def _llama(n):
+    def make(tokens: int = 8):
+        from pcg_inspect.models import ModelOptions, make_factory
+
+        factory, _ = make_factory("llama3-8b", ModelOptions(layers=f"0-{n - 1}", overrides=LLAMA_OVERRIDES))
+        return factory(tokens=tokens)
+
+    return make
+
+
+llama_1, llama_8, llama_32 = _llama(1), _llama(8), _llama(32)

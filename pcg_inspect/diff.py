@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 from .errors import UsageError
 from .report import Finding, GraphBreak, Report

@@ -268,6 +268,13 @@ def resolve_split_ops(names: Sequence[str], use_sglang: bool) -> tuple[list[str]
 
 
 def _sglang_split_ops() -> tuple[list[str], str]:
+    # sglang's SPLIT_OPS is filled by @register_split_op() when sglang's layer modules are
+    # imported: if the target did not import sglang, the registry is empty. Importing sglang just
+    # to read it costs 2-4 s, so it is read only when sglang is already loaded.
+    import sys
+
+    if "sglang" not in sys.modules:
+        return [], ""
     try:
         from sglang.srt.compilation.compilation_config import SPLIT_OPS  # type: ignore[import-not-found]
     except Exception:

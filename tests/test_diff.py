@@ -1,7 +1,6 @@
 """diff with real traces: the example's fixes, a regression, line shifts, malformed input."""
 
 import json
-import shutil
 
 from typer.testing import CliRunner
 

@@ -8,7 +8,6 @@ import sys
 import types
 
 import pytest
-import torch
 
 pytest.importorskip("sglang.srt.compilation.compilation_config")
 

@@ -1,7 +1,5 @@
 """Tensor parallel on CPU: 2 ranks over gloo, merged report, divergence caught, diff of multi-rank reports."""
 
-import json
-
 import pytest
 from typer.testing import CliRunner
 

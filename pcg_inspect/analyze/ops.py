@@ -355,8 +355,8 @@ def sglang_available() -> bool:
     """sglang's custom-op helpers import (then fixes use register_custom_op / register_split_op)."""
     import importlib.util
 
-    try:
-        return importlib.util.find_spec("sglang.srt.utils.custom_op") is not None
+    try:  # the top-level package only: finding a submodule would import sglang (seconds)
+        return importlib.util.find_spec("sglang") is not None
     except (ImportError, ValueError):
         return False
 

@@ -179,8 +179,6 @@ def make_factory(spec: str, opts: ModelOptions) -> tuple[Callable[..., Any], tup
         raise TargetError(f"{spec} has {config.num_hidden_layers} layers; --layers {opts.layers} is out of range")
 
     def factory(tokens: int = 8, device: str = "cpu") -> Any:
-        import torch
-
         if opts.num_layers > 0:
             return _whole_model(config, opts.num_layers, tokens, device)
         return _layers(config, layer_ids, tokens, device)
@@ -208,7 +206,7 @@ def _class(mod: Any, suffix: str, config: Any) -> Any:
     return (text or cands)[0]
 
 
-def LayerStack(layers: Any, rotary: Any, layer_types: Sequence[Optional[str]], windows: Sequence[int]) -> Any:
+def layer_stack(layers: Any, rotary: Any, layer_types: Sequence[Optional[str]], windows: Sequence[int]) -> Any:
     """Decoder layers run in sequence, as the model's forward runs them: per-layer rotary embeddings
     (layer_type for models with local/global rope) and a causal (or sliding-window) mask built
     from the token count, so no input but hidden states and positions carries the token dim."""
@@ -261,7 +259,7 @@ def _layers(config: Any, layer_ids: list[int], tokens: int, device: str) -> Any:
     layer_types = [types[i] if i < len(types) else None for i in layer_ids]
     window = int(getattr(config, "sliding_window", 0) or 0)
     windows = [window if (t or "").startswith("sliding") else 0 for t in layer_types]
-    model = LayerStack(layers, rotary, layer_types, windows).to(device)
+    model = layer_stack(layers, rotary, layer_types, windows).to(device)
     _init(model, config)
     hidden = torch.randn(1, tokens, config.hidden_size, device=device) * 0.5
     positions = torch.arange(tokens, device=device).unsqueeze(0)

@@ -136,7 +136,6 @@ def _pieces(report: Report) -> Iterable[Any]:
         key = (g.function, g.file, g.line, g.ops)
         compiles.setdefault(key, []).append(g.compile_id)
         first_of[g.index] = key
-    shown_keys: set[tuple] = set()
     rows = 0
     for p in report.pieces:
         g = graphs.get(p.graph)
@@ -147,7 +146,6 @@ def _pieces(report: Report) -> Iterable[Any]:
             table.add_row("…", "", "", "", "more in the JSON report", "")
             break
         rows += 1
-        shown_keys.add(key)
         ids = compiles.get(key, [])
         gname = f"{p.graph} {g.function} [{', '.join(ids)}]" if g else str(p.graph)
         kind = Text("split (eager)", style="magenta") if p.is_split else Text("captured", style="green")
