@@ -194,7 +194,12 @@ def write_markdown(r: dict, out: Path, repeat: int) -> None:
         f"| loading a {max(rows)}-layer report | {r['load_report_s'] * 1000:.1f} ms |",
         "",
     ]
-    out.write_text("\n".join(lines) + "\n")
+    kept = ""
+    if out.exists():  # keep the GPU section (measured on the device machine by bench/gpu.py)
+        old = out.read_text()
+        if "## GPU" in old:
+            kept = "\n" + old[old.index("## GPU"):]
+    out.write_text("\n".join(lines) + "\n" + kept)
 
 
 if __name__ == "__main__":
