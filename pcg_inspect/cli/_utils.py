@@ -8,12 +8,19 @@ from typing import Annotated, Callable, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from ..errors import EXIT_INTERNAL, PcgInspectError
+from ..errors import EXIT_INTERNAL, PcgInspectError, one_line
 
 T = TypeVar("T")
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
+Tokens = Annotated[str, typer.Option("--tokens", "-t", help="Capture sizes (token counts), comma-separated.")]
+SplitOps = Annotated[
+    Optional[list[str]],
+    typer.Option("--split-op", help="Op that starts its own eager piece (ns::op, ns.op, ns.op.default). Repeatable."),
+]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+NoReplay = Annotated[bool, typer.Option("--no-replay", help="Skip replaying the pieces against eager.")]
 JsonOut = Annotated[
     Optional[str], typer.Option("--json", help="Write the JSON report to PATH ('-' = stdout).", metavar="PATH")
 ]
@@ -47,9 +54,8 @@ def guarded(debug: bool, fn: Callable[[], T]) -> T:
     except Exception as exc:
         if debug:
             raise
-        first = str(exc).strip().splitlines()
         err.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {first[0] if first else ''} "
+            f"[bold red]internal error:[/] {one_line(exc)} "
             "(a bug in pcg-inspect; rerun with --debug for the traceback)"
         )
         raise typer.Exit(EXIT_INTERNAL) from None

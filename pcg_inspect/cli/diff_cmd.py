@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import EXIT_OK, EXIT_PROBLEMS, UsageError
-from ._utils import Debug, JsonOut, argv_command, consoles, guarded
+from ._utils import Debug, Device, JsonOut, NoReplay, SplitOps, Tokens, argv_command, consoles, guarded
 
 
 def diff(
@@ -22,14 +22,16 @@ def diff(
     ] = 0.5,
     fmt: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
     show_all: Annotated[bool, typer.Option("--all", help="Also list unchanged items.")] = False,
-    tokens: Annotated[str, typer.Option("--tokens", "-t", help="Capture sizes when a side is a target.")] = "1,8,64",
-    split_op: Annotated[Optional[list[str]], typer.Option("--split-op", help="Split op when a side is a target. Repeatable.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda, when a side is a target.")] = "cpu",
-    no_replay: Annotated[bool, typer.Option("--no-replay", help="Do not replay targets traced on the spot.")] = False,
+    tokens: Tokens = "1,8,64",
+    split_op: SplitOps = None,
+    device: Device = "cpu",
+    no_replay: NoReplay = False,
     json_out: JsonOut = None,
     debug: Debug = False,
 ) -> None:
     """Compare two reports (or targets): what was fixed, what was introduced.
+
+    The trace options (--tokens, --split-op, --device, --no-replay) apply to a side given as a target.
 
     Exit codes: 0 no regression, 1 regression, 2 usage or load error, 3 internal error.
     """

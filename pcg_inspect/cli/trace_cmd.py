@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import EXIT_OK, EXIT_PROBLEMS, UsageError
-from ._utils import Debug, JsonOut, Quiet, argv_command, consoles, guarded
+from ._utils import Debug, Device, JsonOut, NoReplay, Quiet, SplitOps, Tokens, argv_command, consoles, guarded
 
 
 def trace(
@@ -16,20 +16,17 @@ def trace(
         str,
         typer.Argument(help="path/to/file.py:factory, package.module:factory, or a model: bundled name (pcg-inspect models), folder with config.json, org/name"),
     ],
-    tokens: Annotated[str, typer.Option("--tokens", "-t", help="Capture sizes (token counts), comma-separated.")] = "1,8,64",
-    split_op: Annotated[
-        Optional[list[str]],
-        typer.Option("--split-op", help="Op that starts its own eager piece (ns::op, ns.op, ns.op.default). Repeatable."),
-    ] = None,
+    tokens: Tokens = "1,8,64",
+    split_op: SplitOps = None,
     no_sglang_split_ops: Annotated[
         bool, typer.Option("--no-sglang-split-ops", help="Do not add sglang's registered split ops even if sglang imports.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Device = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, bfloat16 or float16 (default: as the factory builds).")] = None,
     dynamic: Annotated[
         str, typer.Option("--dynamic", help="How token dims are marked: maybe (sglang's maybe_mark_dynamic), unbacked, static.")
     ] = "maybe",
-    no_replay: Annotated[bool, typer.Option("--no-replay", help="Skip replaying the pieces against eager.")] = False,
+    no_replay: NoReplay = False,
     isolate: Annotated[
         bool, typer.Option("--isolate", help="GPU replay: capture each piece alone in its own memory pool (bisect shared-pool failures).")
     ] = False,
