@@ -8,6 +8,12 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """'TypeName: first line of the message' — how every error is shown in one line."""
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0][:limit]}" if msg else type(exc).__name__
+
+
 class PcgInspectError(Exception):
     """Base of every error the tool reports as one line. ``exit_code`` is what the CLI exits with."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import TargetError, UsageError
+from .errors import TargetError, UsageError, one_line
 
 DEFAULT_CAPTURE_SIZES = (1, 8, 64)
 
@@ -163,9 +163,9 @@ def _import_target(spec: str) -> tuple[Any, str, tuple[str, ...]]:
     except ModuleNotFoundError as exc:
         if exc.name and where.startswith(exc.name):
             raise TargetError(f"cannot import module {where!r}: no module named {exc.name!r}") from None
-        raise TargetError(f"importing {where!r} failed: {_one_line(exc)}") from None
+        raise TargetError(f"importing {where!r} failed: {one_line(exc)}") from None
     except Exception as exc:  # the user's module raised while importing
-        raise TargetError(f"importing {where!r} failed: {_one_line(exc)}") from None
+        raise TargetError(f"importing {where!r} failed: {one_line(exc)}") from None
     top = importlib.import_module(where.split(".")[0])
     roots = tuple(str(Path(p).resolve()) for p in getattr(top, "__path__", [])) or (
         str(Path(getattr(mod, "__file__", ".")).resolve().parent),
@@ -188,7 +188,7 @@ def _import_file(path: Path) -> Any:
         mod_spec.loader.exec_module(mod)
     except Exception as exc:
         del sys.modules[name]
-        raise TargetError(f"importing {path} failed: {_one_line(exc)}{_where(exc, path)}") from None
+        raise TargetError(f"importing {path} failed: {one_line(exc)}{_where(exc, path)}") from None
     finally:
         try:
             sys.path.remove(str(path.parent))
@@ -203,7 +203,7 @@ def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]
     except Exception as exc:
         file, _ = _source_of(factory)
         raise TargetError(
-            f"factory {spec} raised {_one_line(exc)}{_where(exc, Path(file) if file else None)}"
+            f"factory {spec} raised {one_line(exc)}{_where(exc, Path(file) if file else None)}"
         ) from None
 
 
@@ -325,11 +325,6 @@ def _source_of(fn: Any) -> tuple[str, int]:
         return inspect.getsourcefile(fn) or "", inspect.getsourcelines(fn)[1]
     except (TypeError, OSError):
         return "", 0
-
-
-def _one_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__
 
 
 def _where(exc: BaseException, path: Path | None) -> str:

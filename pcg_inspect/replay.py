@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
+from .errors import one_line
 from .report import PieceReplay, Replay, SizeReplay
 
 RMSE_MULTIPLIER = 3.0  # torch's accuracy minifier uses a small multiple of eager's error
@@ -61,7 +62,7 @@ def replay(
         try:
             sizes.append(_replay_cuda(ri, split_ops, isolate) if cuda else _replay_cpu(ri, split_ops))
         except Exception as exc:  # keep the report: one size failing is a result
-            sizes.append(SizeReplay(ri.capture_size, ri.graph_index, "error", (), message=_one_line(exc)))
+            sizes.append(SizeReplay(ri.capture_size, ri.graph_index, "error", (), message=one_line(exc)))
     note = (
         "CPU: pieces re-run and compared with the unsplit graph; no CUDA graph was captured."
         if not cuda
@@ -323,11 +324,6 @@ class _Recorder:
         return self.interp.run(*args)
 
 
-def _one_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0][:300]}" if msg else type(exc).__name__
-
-
 # ---------------------------------------------------------------- CPU
 
 
@@ -380,7 +376,7 @@ class _CapturedPiece:
             with torch.cuda.graph(g, pool=self.pool, stream=self.stream):
                 out = self.module(*args)
         except Exception as exc:
-            self.error = _one_line(exc)
+            self.error = one_line(exc)
             torch.cuda.synchronize()
             return self.module(*args)  # eager from now on, as the engine would have to
         self.graph, self.output = g, out

@@ -18,7 +18,7 @@ import time
 from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .report import Finding, Report
 
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -122,8 +122,7 @@ def _rank_main(rank: int, world_size: int, port: int, opts: dict, tmp: str) -> N
         torch.save(out.detach().cpu() if isinstance(out, torch.Tensor) else out, os.path.join(tmp, f"rank{rank}.pt"))
     except BaseException as exc:  # the parent reports it per rank
         with open(os.path.join(tmp, f"rank{rank}.err"), "w", encoding="utf-8") as fh:
-            first = str(exc).strip().splitlines()
-            fh.write(f"{type(exc).__name__}: {first[0] if first else ''}")
+            fh.write(one_line(exc))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -6,6 +6,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..errors import one_line
 from ..load import Target
 from ..report import Finding, GraphBreak, GuardSet, Recompile
 from ..trace import TraceResult
@@ -120,12 +121,11 @@ def _call_error_findings(result: TraceResult, roots: Sequence[str]) -> list[Find
         frames = traceback.extract_tb(err.exc.__traceback__)
         mine = [f for f in frames if is_user_file(f.filename, roots)]
         f = mine[-1] if mine else (frames[-1] if frames else None)
-        msg = str(err.exc).strip().splitlines()
         out.append(
             Finding(
                 kind="target_error",
                 severity="error",
-                message=f"the target raised {type(err.exc).__name__}: {msg[0] if msg else ''}"
+                message=f"the target raised {one_line(err.exc)}"
                 + (f" at {err.capture_size} tokens" if err.capture_size else ""),
                 file=f.filename if f else "",
                 line=int(f.lineno or 0) if f else 0,

@@ -11,6 +11,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -34,17 +35,18 @@ class ModelOptions:
     """key=value config overrides (JSON values), like sglang's --json-model-override-args."""
 
 
+@lru_cache(maxsize=1)
 def bundled() -> dict[str, dict[str, Any]]:
-    """Bundled configs by name."""
+    """Bundled configs by name (read once; do not mutate)."""
     return {p.stem: json.loads(p.read_text()) for p in sorted(CONFIG_DIR.glob("*.json"))}
 
 
 def is_model_spec(spec: str) -> bool:
     """A model target: a bundled name, a folder with config.json, or an org/name hub id."""
-    if spec in bundled():
-        return True
     if ":" in spec or spec.endswith(".py"):
-        return False
+        return False  # file.py:factory / module:factory: decided without reading any config
+    if (CONFIG_DIR / f"{spec}.json").is_file():
+        return True
     if os.path.isdir(spec):
         return os.path.isfile(os.path.join(spec, "config.json"))
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", spec))
