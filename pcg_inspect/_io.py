@@ -31,3 +31,25 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def check_writable(path: str | os.PathLike[str], what: str, is_dir: bool = False) -> None:
+    """Fail now, before any work, if ``path`` cannot be written later.
+
+    Raises:
+        UsageError: one line naming the option and why (not a directory, read-only, no permission).
+    """
+    from .errors import UsageError
+
+    dest = Path(path).expanduser()
+    if dest.exists() and dest.is_dir() != is_dir:
+        raise UsageError(f"{what} {path}: {'not a directory' if is_dir else 'is a directory'}")
+    probe = dest if is_dir and dest.exists() else dest.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{what} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {probe} is not writable")
+    if dest.exists() and not is_dir and not os.access(dest, os.W_OK):
+        raise UsageError(f"{what} {path}: the file is not writable")

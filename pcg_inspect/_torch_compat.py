@@ -1,4 +1,5 @@
-"""Every touch of private torch internals (``torch._dynamo``, ``torch._logging``, ``torch._C``) lives here.
+"""Every touch of private torch internals (``torch._dynamo``, ``torch._logging``, ``torch._C``,
+``torch._subclasses``, ``torch.utils._python_dispatch``, ``torch.utils._pytree``, ``OpOverload._schema``) lives here.
 
 A new torch release should be this one file's work. Each helper detects the feature it needs
 with ``hasattr`` and says which torch version it follows; callers never import torch privates.
@@ -16,9 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import torch
-from packaging.version import Version
-
-TORCH_VERSION = Version(torch.__version__.split("+")[0])
 
 
 @dataclass
@@ -388,3 +386,123 @@ def _trace_logger() -> logging.Logger:
     internal = getattr(torch._logging, "_internal", None)
     lg = getattr(internal, "trace_log", None) if internal is not None else None
     return lg if isinstance(lg, logging.Logger) else logging.getLogger("torch.__trace")
+
+
+# ---------------------------------------------------------------- op schemas
+
+
+def is_op(target: Any) -> bool:
+    """True for an OpOverload / OpOverloadPacket (a dispatcher op, not a Python function)."""
+    return isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket))
+
+
+def op_schema(overload: Any) -> Any:
+    """The FunctionSchema of an OpOverload (``OpOverload._schema``, stable since torch 1.x)."""
+    return overload._schema
+
+
+def argument_names(overload: Any) -> list[str]:
+    """Names of an op's arguments, in schema order."""
+    return [a.name for a in overload._schema.arguments]
+
+
+def mutable_args(overload: Any) -> tuple[str, ...]:
+    """Arguments the schema marks written (``Tensor(a!)``)."""
+    return tuple(a.name for a in overload._schema.arguments if a.alias_info is not None and a.alias_info.is_write)
+
+
+def tensor_args(overload: Any) -> tuple[str, ...]:
+    """Arguments typed Tensor (or Tensor?) in the schema."""
+    return tuple(a.name for a in overload._schema.arguments if str(a.type).startswith("Tensor"))
+
+
+def returns_nothing(overload: Any) -> bool:
+    """The op returns ``()``: torch.library derives its fake impl (it only writes its mutable args)."""
+    return len(overload._schema.returns) == 0
+
+
+def schema_text(overload: Any) -> str:
+    """The schema as text, e.g. 'ns::op(Tensor x, int k) -> Tensor'."""
+    return str(overload._schema)
+
+
+def default_overload(packet: Any) -> Any:
+    """``packet.default`` (None when the op has no default overload)."""
+    return getattr(packet, "default", None)
+
+
+def mutates_unknown(overload: Any) -> bool:
+    """A ``torch.library.custom_op`` declared with ``mutates_args="unknown"`` (every argument may be written).
+
+    Read from ``torch._library.custom_ops.OPDEFS`` (torch >= 2.4): the opdef keeps ``_mutates_args``.
+    """
+    try:
+        qualname = overload.name().split(".")[0]
+    except Exception:
+        return False
+    custom_ops = getattr(getattr(torch, "_library", None), "custom_ops", None)
+    opdef = getattr(custom_ops, "OPDEFS", {}).get(qualname) if custom_ops is not None else None
+    return opdef is not None and getattr(opdef, "_mutates_args", None) == "unknown"
+
+
+# ---------------------------------------------------------------- eager observation
+
+
+def dispatch_mode_base() -> type:
+    """``torch.utils._python_dispatch.TorchDispatchMode`` (the base of our eager observer)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+def call_kernel_observed(mode: Any, func: Any, args: tuple, kwargs: dict) -> Any:
+    """Call a custom op's backend kernel with ``mode`` active inside it, so the aten ops its Python or
+    C++ kernel dispatches (``.item()``, ``nonzero``) are seen too.
+
+    A dispatch mode is popped while it handles an op, so ``func(*args)`` would run the kernel
+    unobserved. Instead the mode is pushed again, the Python dispatch key forced on, and the op
+    redispatched straight to its backend key (``OpOverload.redispatch``, torch >= 2.0). Falls back
+    to a plain call when the op has no kernel for that backend (CompositeImplicit ops, no tensors).
+    """
+    device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), None)
+    key = {"cpu": torch._C.DispatchKey.CPU, "cuda": torch._C.DispatchKey.CUDA}.get(device or "")
+    has = getattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", None)
+    if key is None or has is None or not has(func.name(), key):
+        return func(*args, **kwargs)
+    python = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
+    include = torch._C._dispatch_tls_local_include_set() | python
+    exclude = torch._C._dispatch_tls_local_exclude_set() - python
+    with mode, torch._C._ForceDispatchKeyGuard(include, exclude):
+        return func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
+
+
+def run_fake(func: Any, args: tuple, kwargs: dict) -> Any:
+    """Run an op's fake impl on fake copies of real inputs (``FakeTensorMode``, torch >= 2.0)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._pytree import tree_map
+
+    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+        conv = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
+        return func(*tree_map(conv, args), **tree_map(conv, kwargs))
+
+
+@contextlib.contextmanager
+def quiet_fx_errors() -> Iterator[None]:
+    """Keep torch.fx from printing a failing GraphModule's generated-code traceback to stderr.
+
+    ``torch.fx.graph_module._WrappedCall.__call__`` prints it with the builtin ``print`` before
+    re-raising (torch 1.x - 2.14); a module-level ``print`` shadows the builtin for the block.
+    The caller records the exception itself.
+    """
+    import torch.fx.graph_module as fx_gm
+
+    had = "print" in vars(fx_gm)
+    saved = vars(fx_gm).get("print")
+    fx_gm.print = lambda *a, **k: None  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if had:
+            fx_gm.print = saved  # type: ignore[attr-defined]
+        else:
+            del fx_gm.print  # type: ignore[attr-defined]

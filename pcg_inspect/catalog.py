@@ -134,6 +134,55 @@ CATALOG: dict[str, dict[str, str]] = {
         "example": '@torch.library.custom_op("ns::op", mutates_args=())\ndef op(x: torch.Tensor) -> torch.Tensor: ...',
         "fix": "@op.register_fake\ndef _(x):\n    return torch.empty_like(x)",
     },
+    "capture_failed": {
+        "title": "CUDA-graph capture failed at an op",
+        "severity": "error",
+        "means": "On a GPU, a captured piece failed CUDA-graph capture (or its first replay). pcg-inspect captures as "
+        "sglang's piecewise backend does and runs each piece node by node, so the report names the op and the user "
+        "line, and keeps the *primary* error (the one raised inside capture, not the 'operation failed due to a "
+        "previous error during capture' that follows). Errors that surface only when capture ends are pinned by "
+        "capturing growing prefixes of the piece. The fix follows the cause: a host sync, a pageable host-to-device "
+        "copy, a workspace keyed by the CUDA stream, work on another stream, a device synchronize.",
+        "example": "scale = float(x.abs().max())  # inside a custom op of a captured piece",
+        "fix": "Compute the value before forward and pass it in, or make the op a split op so it runs eagerly.",
+    },
+    "replay_mismatch": {
+        "title": "A replayed piece differs from eager, first at an op",
+        "severity": "error",
+        "means": "The piece captured, but its replay gives another result than running it eagerly on the same inputs. "
+        "The report names the first node whose value differs and the likely cause: a Python value baked in at "
+        "capture, an input whose address changed since capture, host memory read at the captured address, an "
+        "uninitialised buffer, RNG state. On the CPU, where nothing is captured, a piece that gives another result "
+        "when re-run on its recorded inputs is reported the same way (sglang 13469 / 17839: `<pad><pad>` output).",
+        "example": "STATE['calls'] += 1\nreturn x * float(STATE['calls'])  # in a custom op's kernel",
+        "fix": "Pass the value in as a tensor, keep it constant from capture on, or make the op a split op.",
+    },
+    "rank_divergence": {
+        "title": "Ranks that disagree (tensor parallel)",
+        "severity": "error",
+        "means": "With --nproc N, a rank traced another graph than rank 0 (other breaks, recompiles, split points, piece "
+        "shapes or replay status), failed, or did not finish. Under TP every rank captures its own graph: a "
+        "difference means a hang in a collective or wrong output.",
+        "example": "h = F.gelu(h) if dist.get_rank() == 1 else F.silu(h)",
+        "fix": "Make every rank trace the same code: no branch on the rank or on rank-local state in forward.",
+    },
+    "tp_mismatch": {
+        "title": "Sharded output differs from the single-rank layer",
+        "severity": "error",
+        "means": "A rank's output at the largest size differs from the same target built at world_size=1: the shards or "
+        "the collectives do not add up to the full layer.",
+        "example": "",
+        "fix": "Check which projections are column- vs row-parallel and that every row-parallel output is all-reduced.",
+    },
+    "timeout": {
+        "title": "The run hit --timeout",
+        "severity": "error (exit code 4)",
+        "means": "The target did not finish within --timeout seconds (default 600). The report names the stage and the "
+        "target's frames where it was; a forward that never returns (a loop on a tensor value, a wait on another rank, "
+        "Dynamo unrolling an endless loop) hangs the engine's capture too.",
+        "example": "while x.sum() > 0:\n    x = x - 1",
+        "fix": "Fix the loop or the wait; raise --timeout if the target is only slow (0 = no limit).",
+    },
     "target_error": {
         "title": "Target error",
         "severity": "error",

@@ -8,13 +8,14 @@ position and op signature; guards by type + source; replay by capture size and p
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from .errors import UsageError
-from .report import Finding, GraphBreak, Report
+from .details import Details
+from .report import Finding, GraphBreak, Report, to_jsonable
+from .text import location
 
 FAIL_ON = ("breaks", "findings", "replay", "timing", "any")
 DEFAULT_FAIL_ON = ("breaks", "findings", "replay")
@@ -64,9 +65,7 @@ class DiffResult:
         return bool(self.regressions)
 
     def to_dict(self) -> dict[str, Any]:
-        from .report import _to_jsonable
-
-        d = _to_jsonable(self)
+        d = to_jsonable(self)
         d["regressed"] = self.regressed
         return d
 
@@ -180,10 +179,6 @@ def _norm_code(code: str) -> str:
     return " ".join(code.split())
 
 
-def _base(path: str) -> str:
-    return os.path.basename(path)
-
-
 def _break_key(b: GraphBreak, same_torch: bool) -> tuple:
     # The file's base name: before.py and after.py of one example are "the same file".
     return (b.category, b.gb_type if same_torch else "", b.function, _norm_code(b.code))
@@ -194,7 +189,8 @@ def _break_title(b: GraphBreak) -> str:
 
 
 def _finding_key(f: Finding) -> tuple:
-    return (f.kind, f.op, f.function, str(f.details.get("cause", "")))
+    details: Details = f.details
+    return (f.kind, f.op, f.function, details.match_key())
 
 
 def _finding_title(f: Finding) -> str:
@@ -218,23 +214,18 @@ def _match(
     out = []
     for k, x in ka.items():
         if k not in kb:
-            out.append(Change(section, "fixed", title(x), _where(x)))
+            out.append(Change(section, "fixed", title(x), _location(x)))
     for k, x in kb.items():
         if k not in ka:
             bad = regress or (regress_if(x) if regress_if else False)
-            out.append(Change(section, "introduced", title(x), _where(x), regression=bad))
+            out.append(Change(section, "introduced", title(x), _location(x), regression=bad))
     unchanged[section] = sum(1 for k in ka if k in kb)
     kept.extend((section, title(kb[k])) for k in ka if k in kb)
     return out
 
 
-def _where(x: Any) -> str:
-    from .render.paths import short_path
-
-    file, line = getattr(x, "file", ""), getattr(x, "line", 0)
-    if not file:
-        return ""
-    return f"{short_path(file)}:{line}" if line else short_path(file)
+def _location(x: Any) -> str:
+    return location(getattr(x, "file", ""), getattr(x, "line", 0))
 
 
 def _main_pieces(r: Report) -> list[Any]:
@@ -355,41 +346,3 @@ def _replay(a: Report, b: Report, unchanged: dict[str, int], same_device: bool, 
                     out.append(Change("timing", "fixed", f"{tag}: graph {x.graph_us:.1f} → {y.graph_us:.1f} µs ({ratio:.2f}x)"))
     unchanged["replay"] = same
     return out
-
-
-def load_side(spec: str, trace_options: Any) -> Report:
-    """A report file, or a target traced on the spot with ``trace_options``.
-
-    Targets are traced in a child process each: two versions of one file register the same
-    custom-op names, which one process cannot hold, and Dynamo state never leaks between sides.
-
-    Raises:
-        ReportError / TargetError.
-    """
-    from .report import load_report
-
-    if spec.endswith(".json") or (os.path.isfile(spec) and ":" not in os.path.basename(spec)):
-        return load_report(spec)
-    import subprocess
-    import sys
-    import tempfile
-
-    from .errors import TargetError
-
-    o = trace_options
-    with tempfile.TemporaryDirectory(prefix="pcg-diff-") as tmp:
-        out = os.path.join(tmp, "report.json")
-        cmd = [sys.executable, "-m", "pcg_inspect", "trace", spec, "--json", out, "--quiet",
-               "--tokens", ",".join(map(str, o.capture_sizes)), "--device", o.device, "--dynamic", o.dynamic]
-        for op in o.split_ops:
-            cmd += ["--split-op", op]
-        if o.dtype:
-            cmd += ["--dtype", o.dtype]
-        if not o.replay:
-            cmd.append("--no-replay")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode not in (0, 1) or not os.path.exists(out):
-            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-            msg = lines[-1] if lines else f"exit {proc.returncode}"
-            raise TargetError(msg[len("error: "):] if msg.startswith("error: ") else msg)
-        return load_report(out)

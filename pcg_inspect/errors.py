@@ -1,11 +1,20 @@
-"""The one exception family the CLI turns into a one-line message and an exit code."""
+"""Exit codes, the one exception family the CLI turns into a one-line message, and the timeout signal."""
 
 from __future__ import annotations
 
+import traceback
+
 EXIT_OK = 0
+"""Capturable."""
 EXIT_PROBLEMS = 1
+"""Problems found: a graph break, an error finding, a failed replayed piece."""
 EXIT_USAGE = 2
+"""Usage or load error: bad option, missing file, a target that cannot be loaded or calls sys.exit."""
 EXIT_INTERNAL = 3
+"""A bug in pcg-inspect itself."""
+EXIT_TIMEOUT = 4
+"""The run hit --timeout (a report with a timeout finding is still written)."""
+EXIT_INTERRUPTED = 130
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -25,14 +34,30 @@ class UsageError(PcgInspectError):
 
 
 class TargetError(PcgInspectError):
-    """The target could not be loaded: missing file, bad ``module:attr``, factory raised, bad return."""
+    """The target could not be loaded: missing file, bad ``module:attr``, factory raised, bad return, sys.exit."""
 
 
 class ReportError(PcgInspectError):
     """A report file is missing, malformed, truncated or of an unknown schema."""
 
 
-class InternalError(PcgInspectError):
-    """A bug in pcg-inspect itself; ``--debug`` shows the traceback."""
+class TraceTimeout(BaseException):
+    """Raised into the thread running the pipeline when --timeout expires.
 
-    exit_code = EXIT_INTERNAL
+    A BaseException, so the target's and Dynamo's ``except Exception`` handlers let it through.
+    ``stack`` holds the frames of the interrupted thread when it was raised from another thread.
+    """
+
+    def __init__(self, timeout_s: float, stack: "list[traceback.FrameSummary] | None" = None) -> None:
+        super().__init__(f"timed out after {timeout_s:g} s")
+        self.timeout_s = timeout_s
+        self.stack = stack or []
+
+
+def system_exit_error(exc: SystemExit, is_user: "callable[[str], bool]") -> TargetError:  # type: ignore[valid-type]
+    """The TargetError for a target that called ``sys.exit``: 'the target called sys.exit(N) at file:line'."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if is_user(f.filename)]
+    where = mine[-1] if mine else (frames[-1] if frames else None)
+    at = f" at {where.filename}:{where.lineno}" if where else ""
+    return TargetError(f"the target called sys.exit({exc.code!r}){at}: it must return, not exit the process")

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import TargetError, UsageError, one_line
-
-DEFAULT_CAPTURE_SIZES = (1, 8, 64)
+from .errors import TargetError, UsageError, one_line, system_exit_error
+from .options import FLOAT_DTYPES, ModelOptions
 
 
 @dataclass
@@ -53,7 +52,7 @@ def load(
     capture_sizes: tuple[int, ...],
     device: str = "cpu",
     dtype: str | None = None,
-    model_options: Any = None,
+    model_options: ModelOptions | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> Target:
@@ -77,9 +76,12 @@ def load(
 
     mod: Any = None
     if models.is_model_spec(spec):
-        factory, model_split_ops = models.make_factory(spec, model_options or models.ModelOptions())
+        factory, model_split_ops = models.make_factory(spec, model_options or ModelOptions())
         roots = _transformers_roots()
     else:
+        if model_options is not None and not model_options.is_default():
+            raise UsageError("--layers, --num-layers, --attn and --override apply to model targets only, "
+                             f"not to {spec!r} (a file:factory target builds its own module)")
         mod, attr, roots = _import_target(spec)
         factory = getattr(mod, attr, None)
         if factory is None:
@@ -130,21 +132,6 @@ def _transformers_roots() -> tuple[str, ...]:
     return (str(Path(transformers.__file__).resolve().parent / "models"),)
 
 
-def parse_capture_sizes(text: str) -> tuple[int, ...]:
-    """Parse '1,8,512' into sorted unique positive ints (UsageError otherwise)."""
-    sizes: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit() or int(part) <= 0:
-            raise UsageError(f"--tokens expects positive integers separated by commas, got {text!r}")
-        sizes.append(int(part))
-    if not sizes:
-        raise UsageError("--tokens needs at least one size")
-    return tuple(dict.fromkeys(sizes))
-
-
 def _import_target(spec: str) -> tuple[Any, str, tuple[str, ...]]:
     if ":" not in spec:
         raise TargetError(
@@ -188,7 +175,7 @@ def _import_file(path: Path) -> Any:
         mod_spec.loader.exec_module(mod)
     except Exception as exc:
         del sys.modules[name]
-        raise TargetError(f"importing {path} failed: {one_line(exc)}{_where(exc, path)}") from None
+        raise TargetError(f"importing {path} failed: {one_line(exc)}{_where_raised(exc, path)}") from None
     finally:
         try:
             sys.path.remove(str(path.parent))
@@ -200,10 +187,13 @@ def _import_file(path: Path) -> Any:
 def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     try:
         return factory(**kwargs)
+    except SystemExit as exc:
+        file, _ = _source_of(factory)
+        raise system_exit_error(exc, lambda f: bool(file) and Path(f).resolve().parent == Path(file).resolve().parent) from None
     except Exception as exc:
         file, _ = _source_of(factory)
         raise TargetError(
-            f"factory {spec} raised {one_line(exc)}{_where(exc, Path(file) if file else None)}"
+            f"factory {spec} raised {one_line(exc)}{_where_raised(exc, Path(file) if file else None)}"
         ) from None
 
 
@@ -305,11 +295,9 @@ def _place_value(v: Any, device: str, dtype: Any) -> Any:
 def _torch_dtype(name: str) -> Any:
     import torch
 
-    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
-    dt = getattr(torch, aliases.get(name, name), None)
-    if not isinstance(dt, torch.dtype):
-        raise UsageError(f"unknown --dtype {name!r}; use float32, bfloat16 or float16")
-    return dt
+    if name not in FLOAT_DTYPES:
+        raise UsageError(f"--dtype must be a floating type: float32, bfloat16 or float16 (got {name!r})")
+    return getattr(torch, FLOAT_DTYPES[name])
 
 
 def _parameters(fn: Callable[..., Any]) -> set[str]:
@@ -327,7 +315,7 @@ def _source_of(fn: Any) -> tuple[str, int]:
         return "", 0
 
 
-def _where(exc: BaseException, path: Path | None) -> str:
+def _where_raised(exc: BaseException, path: Path | None) -> str:
     # Point at the deepest frame in the target's own file, if any.
     frames = traceback.extract_tb(exc.__traceback__)
     if path is not None:

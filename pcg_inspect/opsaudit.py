@@ -18,15 +18,14 @@ class OpRow:
 def audit(namespaces: Sequence[str]) -> list[OpRow]:
     """Every op registered under the namespaces, with its fake-kernel and mutation facts."""
     from . import _torch_compat as compat
-    from .pipeline import _sglang_split_ops
-    from .split import normalise_op_name
+    from .split import normalise_op_name, sglang_split_ops
 
     if "sglang" in namespaces:
         try:  # importing sglang's layers registers its ops
             import sglang.srt.layers  # type: ignore[import-not-found]  # noqa: F401
         except Exception:
             pass
-    split = {normalise_op_name(n) for n in _sglang_split_ops()[0]}
+    split = {normalise_op_name(n) for n in sglang_split_ops()[0]}
     if "pcg_inspect" in namespaces:
         try:
             from .models import attention as _  # noqa: F401
@@ -42,8 +41,7 @@ def audit(namespaces: Sequence[str]) -> list[OpRow]:
                 continue
             for overload_name in packet.overloads():
                 ov = getattr(packet, overload_name)
-                schema = ov._schema
-                mutates = tuple(a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write)
+                mutates = compat.mutable_args(ov)
                 name = qualname.replace("::", ".") + ("" if overload_name == "default" else f".{overload_name}")
-                rows.append(OpRow(name, str(schema), compat.has_fake_kernel(ov), mutates, name in split))
+                rows.append(OpRow(name, compat.schema_text(ov), compat.has_fake_kernel(ov), mutates, name in split))
     return sorted(rows, key=lambda r: r.name)

@@ -13,27 +13,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .details import DETAILS_BY_KIND, CaptureDetails, Details
+from .frames import Frame, library_entry, library_frame  # noqa: F401  (Frame is a report record)
 from .errors import ReportError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: typed finding details, the verdict decided from breaks, error findings and replay."""
 
 SEVERITIES = ("error", "warning", "info")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame of a user stack."""
-
-    file: str
-    """Absolute path of the source file."""
-    line: int
-    """1-based line number."""
-    function: str
-    """Function name."""
-    code: str = ""
-    """The source line, stripped."""
-    is_user: bool = True
-    """False for library / torch / stdlib frames."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +85,13 @@ class Finding:
     """One-line fix."""
     fix: str = ""
     """Paste-ready code, where one can be derived."""
-    details: dict[str, Any] = field(default_factory=dict)
-    """Kind-specific JSON-safe extras (shapes, guard text, values)."""
+    details: Details = field(default_factory=Details)
+    """The kind's typed record (``details.DETAILS_BY_KIND``); a plain object in JSON."""
+
+    def __post_init__(self) -> None:
+        expected = DETAILS_BY_KIND.get(self.kind)
+        if expected is not None and not isinstance(self.details, expected):
+            raise TypeError(f"a {self.kind} finding carries {expected.__name__}, got {type(self.details).__name__}")
 
 
 @dataclass(frozen=True)
@@ -275,9 +267,13 @@ class Summary:
     num_pieces: int
     num_recompiles: int
     capturable: bool
-    """No graph break, no error finding."""
+    """No graph break, no error finding, no replayed piece that failed (``decide``)."""
     replay_status: str = ""
     """Replay verdict, '' when replay did not run."""
+    verdict: str = ""
+    """What decided ``capturable``, one line ('' when capturable)."""
+    num_problems: int = 0
+    """Graph breaks + error findings + failed replayed pieces (``Report.problems()``)."""
 
 
 @dataclass(frozen=True)
@@ -322,9 +318,24 @@ class Report:
     ranks: tuple["Report", ...] = ()
     """With --nproc N: every rank's own report (graph nodes dropped), rank 0 first."""
 
+    @property
+    def capturable(self) -> bool:
+        """The verdict (``summary.capturable``): what the exit code and every view follow."""
+        return self.summary.capturable
+
+    def problems(self) -> list["Problem"]:
+        """Everything that makes the target not capturable, in order: breaks, error findings, failed pieces."""
+        return problems(self.graph_breaks, self.findings, self.replay)
+
+    def to_text(self, width: int = 120) -> str:
+        """The terminal view as plain text (no colour), for logs and assertion messages."""
+        from .render.console import plain_text
+
+        return plain_text(self, width)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
-        return _to_jsonable(self)
+        return to_jsonable(self)
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as JSON text."""
@@ -342,10 +353,10 @@ class Report:
         if str(data["schema_version"]) != SCHEMA_VERSION:
             raise ReportError(
                 f"report schema_version {data['schema_version']!r} is not supported "
-                f"(this pcg-inspect reads {SCHEMA_VERSION!r})"
+                f"(this pcg-inspect reads {SCHEMA_VERSION!r}; trace the target again)"
             )
         try:
-            return _from_jsonable(cls, data)
+            return from_jsonable(cls, data)
         except (TypeError, ValueError, KeyError) as exc:
             raise ReportError(f"malformed report: {exc}") from None
 
@@ -386,13 +397,116 @@ def count_findings(findings: typing.Iterable[Finding]) -> dict[str, int]:
     return out
 
 
-def _to_jsonable(obj: Any) -> Any:
+@dataclass(frozen=True)
+class Problem:
+    """One thing that makes a target not capturable (``Report.problems()``)."""
+
+    source: str
+    """graph_break | finding | replay."""
+    title: str
+    """One line: what, where."""
+    category: str = ""
+    """The break category, the finding kind, or the replay status."""
+    file: str = ""
+    line: int = 0
+    hint: str = ""
+    fix: str = ""
+
+
+FAILED_REPLAY = ("capture_failed", "mismatch", "error")
+"""Replay statuses that make a target not capturable."""
+_REPLAY_WORDS = {"capture_failed": "failed CUDA graph capture", "mismatch": "differs from eager after replay",
+                 "error": "raised during replay"}
+
+
+def problems(breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Finding], replay: Optional["Replay"],
+             graphs: typing.Sequence[Graph] = ()) -> list[Problem]:
+    """Every graph break, every error finding, every replayed piece that failed, in that order."""
+    out = [Problem("graph_break", f"graph break ({b.category}) at {_at(b.file, b.line)}" + (f" in {b.function}" if b.function else ""),
+                   b.category, b.file, b.line, b.hint, b.fix) for b in breaks]
+    functions = {g.index: g.function for g in graphs}
+    placed = {(d.capture_size, d.graph, d.piece) for d in (f.details for f in findings) if isinstance(d, CaptureDetails)}
+    out += [_finding_problem(f, functions) for f in findings if f.severity == "error"]
+    return out + [p for p in _replay_problems(replay, functions, placed)]
+
+
+def _finding_problem(f: Finding, functions: dict[int, str]) -> Problem:
+    d = f.details
+    if isinstance(d, CaptureDetails):
+        of = f" of {functions[d.graph]}" if d.graph in functions else ""
+        what = "failed CUDA graph capture" if f.kind == "capture_failed" else "differs from eager after replay"
+        at = f" ({f.op} at {_at(f.file, f.line)})" if f.file else (f" ({f.op})" if f.op else "")
+        title = f"piece {d.piece}{of} {what} at {d.capture_size} tokens{at}"
+    else:
+        title = f"{f.kind}" + (f" {f.op}" if f.op else "") + (f" at {_at(f.file, f.line)}" if f.file else f": {f.message[:100]}")
+    return Problem("finding", title, f.kind, f.file, f.line, f.hint, f.fix)
+
+
+def _replay_problems(replay: Optional["Replay"], functions: dict[int, str], placed: set[tuple[int, int, int]]) -> list[Problem]:
+    """Failed pieces no capture_failed / replay_mismatch finding explains already."""
+    if replay is None:
+        return []
+    if not replay.sizes and replay.status in FAILED_REPLAY:
+        return [Problem("replay", f"replay {replay.status}: {replay.note[:160]}", replay.status)]
+    out = []
+    for s in replay.sizes:
+        of = f" of {functions[s.graph]}" if s.graph in functions else ""
+        failed = [p for p in s.pieces if p.status in FAILED_REPLAY]
+        for p in failed:
+            if (s.capture_size, s.graph, p.index) in placed:
+                continue
+            out.append(Problem("replay", f"piece {p.index}{of} {_REPLAY_WORDS[p.status]} at {s.capture_size} tokens", p.status))
+        if s.status in FAILED_REPLAY and not failed:
+            what = s.message or _REPLAY_WORDS[s.status]
+            out.append(Problem("replay", f"the graph{of} at {s.capture_size} tokens: {what}", s.status))
+    return out
+
+
+def decide(breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Finding], replay: Optional["Replay"],
+           graphs: typing.Sequence[Graph] = ()) -> tuple[bool, str, int]:
+    """The verdict, decided in one place: (capturable, what decided it, number of problems).
+
+    Not capturable when there is any graph break (sglang compiles with fullgraph=True), any error
+    finding, or any replayed piece that failed capture, differs from eager (stale addresses
+    included) or raised. Warnings and infos never decide it.
+    """
+    found = problems(breaks, findings, replay, graphs)
+    if not found:
+        return True, "", 0
+    more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+    return False, found[0].title + more, len(found)
+
+
+def build_summary(graphs: typing.Sequence[Graph], breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Finding],
+                  pieces: typing.Sequence[Piece], recompiles: typing.Sequence[Recompile], replay: Optional["Replay"]) -> Summary:
+    """The summary of a report's content, verdict included."""
+    capturable, verdict, num = decide(breaks, findings, replay, graphs)
+    return Summary(
+        num_graphs=len(graphs), num_graph_breaks=len(breaks), num_findings=count_findings(findings),
+        num_pieces=len(pieces), num_recompiles=len(recompiles), capturable=capturable,
+        replay_status=replay.status if replay is not None else "", verdict=verdict, num_problems=num,
+    )
+
+
+def with_summary(report: "Report", **changes: Any) -> "Report":
+    """A copy of ``report`` with fields replaced and the summary (verdict included) recomputed."""
+    r = dataclasses.replace(report, **changes)
+    return dataclasses.replace(r, summary=build_summary(r.graphs, r.graph_breaks, r.findings, r.pieces, r.recompiles, r.replay))
+
+
+def _at(file: str, line: int) -> str:
+    name = file.replace("\\", "/").rsplit("/", 1)[-1] or "?"
+    return f"{name}:{line}" if line else name
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and floats as JSON-safe values (tuples -> lists, NaN/inf -> strings)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
         return str(obj)  # JSON has no NaN/inf
     return obj
@@ -407,14 +521,15 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS_CACHE[cls]
 
 
-def _from_jsonable(tp: Any, value: Any) -> Any:
+def from_jsonable(tp: Any, value: Any) -> Any:
+    """Rebuild a value of type ``tp`` from ``to_jsonable`` output (TypeError / KeyError on a wrong shape)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _from_jsonable(inner[0], value)
+        return from_jsonable(inner[0], value)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise TypeError(f"{tp.__name__} expects an object, got {type(value).__name__}")
@@ -422,18 +537,21 @@ def _from_jsonable(tp: Any, value: Any) -> Any:
         kwargs = {}
         for f in dataclasses.fields(tp):
             if f.name in value:
-                kwargs[f.name] = _from_jsonable(hints[f.name], value[f.name])
+                hint = hints[f.name]
+                if tp is Finding and f.name == "details":  # the kind says which record
+                    hint = DETAILS_BY_KIND.get(str(value.get("kind")), Details)
+                kwargs[f.name] = from_jsonable(hint, value[f.name])
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise KeyError(f"{tp.__name__}.{f.name} is missing")
         return tp(**kwargs)  # unknown keys (newer minor fields) are ignored
     if origin is tuple:
         if not isinstance(value, list):
             raise TypeError(f"expected a list, got {type(value).__name__}")
-        return tuple(_from_jsonable(args[0], v) for v in value)
+        return tuple(from_jsonable(args[0], v) for v in value)
     if origin is dict:
         if not isinstance(value, dict):
             raise TypeError(f"expected an object, got {type(value).__name__}")
-        return dict(value) if args[1] is Any else {k: _from_jsonable(args[1], v) for k, v in value.items()}
+        return dict(value) if args[1] is Any else {k: from_jsonable(args[1], v) for k, v in value.items()}
     if tp is Any:
         return value
     if tp is float:
@@ -455,3 +573,12 @@ def _from_jsonable(tp: Any, value: Any) -> Any:
             raise TypeError(f"expected a string, got {value!r}")
         return value
     return value
+
+
+def exit_code(report: Report) -> int:
+    """What a front end exits with for a report: 4 timeout, 1 not capturable, 0 capturable."""
+    from .errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT
+
+    if any(f.kind == "timeout" for f in report.findings):
+        return EXIT_TIMEOUT
+    return EXIT_OK if report.summary.capturable else EXIT_PROBLEMS

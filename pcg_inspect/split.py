@@ -1,18 +1,22 @@
-"""Stage 4, split: cut a captured FX graph at the split ops, as sglang's ``split_graph`` does.
+"""Stage 4, split: cut each captured FX graph at the split ops, as sglang's ``split_graph`` does.
 
 The node-to-piece rule is the engine's: walk the nodes in order, a ``call_function`` node whose
 ``str(node.target)`` names a split op gets a piece of its own, with a new piece before and after
 it; everything else joins the current piece. Then ``split_module(..., keep_original_order=True)``.
+Split ops come from the user, the target's ``SPLIT_OPS`` and sglang's registry (``resolve_split_ops``).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from . import _torch_compat as compat
+from .details import SplitOutputDetails
 from .errors import UsageError
-from .report import Node, Piece
+from .frames import clean_function, node_user_location, source_line
+from .report import Finding, Graph, Node, Piece
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,20 @@ class SplitItem:
     graph_id: int
     is_split: bool
     module: Any
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """The split stage's records, plus each graph's live node -> piece map for later analysis."""
+
+    graphs: tuple[Graph, ...]
+    pieces: tuple[Piece, ...]
+    findings: tuple[Finding, ...]
+    """split_output_address findings."""
+    piece_of: dict[int, dict[Any, int]]
+    """Graph index -> {live FX node: piece id} (placeholders and output excluded)."""
+    split_pieces: dict[int, frozenset[int]]
+    """Graph index -> ids of its split (eager) pieces."""
 
 
 def normalise_op_name(name: str) -> str:
@@ -96,10 +114,34 @@ def split_graph(gm: Any, ops: Sequence[str]) -> tuple[Any, list[SplitItem]]:
     return split_gm, items
 
 
-def describe(gm: Any, graph_index: int, ops: Sequence[str]) -> tuple[tuple[Piece, ...], tuple[Node, ...]]:
-    """Piece and node records for one captured graph (JSON-safe, from the original graph)."""
+def split(captured: Sequence[Any], ops: Sequence[str], roots: Sequence[str]) -> SplitResult:
+    """Cut every captured graph at ``ops`` (canonical names) into piece and node records.
+
+    Args:
+        captured: ``trace.CapturedGraph`` records (live graphs).
+        ops: canonical split-op names from ``resolve_split_ops``.
+        roots: folders whose files are the user's (for finding locations).
+    Returns:
+        SplitResult.
+    """
+    graphs, pieces, piece_of, split_pieces = [], [], {}, {}
+    findings: dict[tuple, Finding] = {}
     keys = frozenset(ops)
-    mapping = assign_pieces(gm, keys)
+    for g in captured:
+        mapping = assign_pieces(g.gm, keys)
+        ps, nodes = describe(g.gm, g.index, keys, mapping)
+        pieces.extend(ps)
+        graphs.append(graph_record(g, nodes))
+        piece_of[g.index] = mapping
+        split_pieces[g.index] = frozenset(p.index for p in ps if p.is_split)
+        for node, reader in fresh_split_outputs(g.gm, keys, mapping):
+            f = _split_output_finding(node, reader, roots)
+            findings.setdefault((f.op, f.file, f.line), f)
+    return SplitResult(tuple(graphs), tuple(pieces), tuple(findings.values()), piece_of, split_pieces)
+
+
+def describe(gm: Any, graph_index: int, keys: frozenset[str], mapping: dict[Any, int]) -> tuple[tuple[Piece, ...], tuple[Node, ...]]:
+    """Piece and node records for one captured graph (JSON-safe, from the original graph)."""
     weights = _weight_nodes(gm)
     nodes = []
     members: dict[int, list[Any]] = {}
@@ -107,43 +149,104 @@ def describe(gm: Any, graph_index: int, ops: Sequence[str]) -> tuple[tuple[Piece
         pid = mapping.get(node, -1)
         if pid >= 0:
             members.setdefault(pid, []).append(node)
-        nodes.append(
-            Node(
-                name=node.name,
-                op=node.op,
-                target=op_label(node),
-                shape=shape_of(node),
-                inputs=tuple(a.name for a in node.all_input_nodes),
-                piece=pid,
-                is_weight=node in weights,
-            )
-        )
+        nodes.append(Node(name=node.name, op=node.op, target=op_label(node), shape=shape_of(node),
+                          inputs=tuple(a.name for a in node.all_input_nodes), piece=pid, is_weight=node in weights))
     pieces = []
     for pid in sorted(members):
         ns = members[pid]
         inside = set(ns)
         inputs = _unique(a for n in ns for a in n.all_input_nodes if a not in inside and a not in weights)
         outputs = [n for n in ns if any(u not in inside for u in n.users)]
-        calls = [n for n in ns if n.op not in ("get_attr",)]
-        pieces.append(
-            Piece(
-                graph=graph_index,
-                index=pid,
-                is_split=any(is_split_node(n, keys) for n in ns),
-                num_nodes=len(calls),
-                ops=tuple(op_label(n) for n in calls),
-                input_shapes=tuple(shape_of(a) for a in inputs),
-                output_shapes=tuple(shape_of(n) for n in outputs),
-            )
-        )
+        calls = [n for n in ns if n.op != "get_attr"]
+        pieces.append(Piece(
+            graph=graph_index, index=pid, is_split=any(is_split_node(n, keys) for n in ns), num_nodes=len(calls),
+            ops=tuple(op_label(n) for n in calls), input_shapes=tuple(shape_of(a) for a in inputs),
+            output_shapes=tuple(shape_of(n) for n in outputs),
+        ))
     return tuple(pieces), tuple(nodes)
+
+
+def graph_record(g: Any, nodes: tuple[Node, ...]) -> Graph:
+    """The report record of one captured graph."""
+    code = g.code
+    calls = [n for n in g.gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+    weights = {n.name for n in nodes if n.is_weight}
+    inputs = [n for n in g.gm.graph.nodes if n.op == "placeholder" and n.name not in weights]
+    return Graph(
+        index=g.index, compile_id=g.compile_id, function=clean_function(code.co_name) if code else "",
+        file=code.co_filename if code else "", line=code.co_firstlineno if code else 0, num_nodes=len(calls),
+        ops=tuple(op_label(n) for n in calls), capture_sizes=tuple(sorted(g.capture_sizes)),
+        input_shapes=tuple(s for s in (shape_of(n) for n in inputs) if s), nodes=nodes,
+    )
+
+
+def _split_output_finding(node: Any, reader_piece: int, roots: Sequence[str]) -> Finding:
+    file, line = node_user_location(node, roots)
+    op = target_key(node.target)
+    return Finding(
+        kind="split_output_address",
+        severity="warning",
+        message=(
+            f"split op {op} returns a new tensor that captured piece {reader_piece} reads: the CUDA graph reads it at the "
+            "address seen during capture, which the eager allocator may hand to another tensor at replay"
+        ),
+        file=file, line=line, code=source_line(file, line), op=op,
+        hint="Allocate the result in the captured piece before the split op and let the op write into it "
+        "(declare it in mutates_args), as vLLM's unified_attention_with_output does.",
+        details=SplitOutputDetails(reader_piece=reader_piece),
+    )
+
+
+def resolve_split_ops(names: Sequence[str], target_ops: Sequence[str], use_sglang: bool) -> tuple[list[str], str, list[str]]:
+    """Canonical split-op names from the user (``names``), the target's ``SPLIT_OPS`` and sglang's registry.
+
+    Returns:
+        (ops, sglang version or '', warnings).
+    Raises:
+        UsageError: a name the user or target gave is malformed or names no registered op.
+    """
+    warnings: list[str] = []
+    sglang_ops, sglang_version = sglang_split_ops() if use_sglang else ([], "")
+    out: list[str] = []
+    for name in [*names, *target_ops, *sglang_ops]:
+        canon = normalise_op_name(name)
+        if compat.resolve_op(canon) is None:
+            if name not in sglang_ops:
+                raise UsageError(f"unknown split op {name!r}: no op {canon.replace('.', '::', 1)} is registered after loading the target")
+            warnings.append(f"sglang split op {name} is not registered in this process; skipped")
+            continue
+        if canon not in out:
+            out.append(canon)
+    return out, sglang_version, warnings
+
+
+def sglang_split_ops() -> tuple[list[str], str]:
+    """sglang's registered split ops and its version (([], '') when sglang is not loaded).
+
+    sglang's SPLIT_OPS is filled by @register_split_op() when sglang's layer modules are imported:
+    if the target did not import sglang the registry is empty, and importing sglang just to read it
+    costs 2-4 s, so it is read only when sglang is already loaded.
+    """
+    if "sglang" not in sys.modules:
+        return [], ""
+    try:
+        from sglang.srt.compilation.compilation_config import SPLIT_OPS  # type: ignore[import-not-found]
+    except Exception:
+        return [], ""
+    try:
+        from importlib.metadata import version
+
+        ver = version("sglang")
+    except Exception:
+        ver = "unknown"
+    return list(SPLIT_OPS), ver
 
 
 def op_label(node: Any) -> str:
     """Short readable op of a node: 'aten.mm', 'nsa.topk', 'linear', 'Linear', 'add'."""
     if node.op == "call_function":
         t = node.target
-        if hasattr(t, "_schema") or type(t).__name__ in ("OpOverload", "OpOverloadPacket"):
+        if compat.is_op(t):
             return target_key(t)
         mod = getattr(t, "__module__", "") or ""
         name = getattr(t, "__name__", str(t))
@@ -209,15 +312,13 @@ def _unique(nodes: Iterable[Any]) -> list[Any]:
     return list(seen)
 
 
-def fresh_split_outputs(gm: Any, ops: Sequence[str]) -> list[tuple[Any, int]]:
+def fresh_split_outputs(gm: Any, keys: frozenset[str], mapping: dict[Any, int]) -> list[tuple[Any, int]]:
     """Split nodes whose returned tensor is read by a later captured piece, with that piece's id.
 
     Captured graphs read their inputs at the addresses seen during capture (sglang does not copy
     them; its debug mode asserts they are unchanged). A split op that returns a new tensor hands
     the next graph memory the eager allocator may give to someone else at replay.
     """
-    keys = frozenset(ops)
-    mapping = assign_pieces(gm, keys)
     split_pieces = {mapping[n] for n in mapping if is_split_node(n, keys)}
     out = []
     for node in gm.graph.nodes:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import _torch_compat as compat
+from .errors import system_exit_error
+from .frames import is_user_file
 from .load import Call, Target, tensor_at
 
 DYNAMIC_MODES = ("maybe", "unbacked", "static")
@@ -95,28 +97,38 @@ def trace(
     compat.reset()
     # Largest size first, as the engines capture (sglang walks its capture sizes in reverse).
     calls = sorted(target.calls, key=lambda c: -(c.tokens or 0))
-    with compat.quiet_torch_logs(), compat.tracing_config(), compat.dynamo_events() as events:
-        compiled = compat.optimize(rec.backend, rec.guard_filter, rec.guard_fail)(target.module)
-        for call in calls:
-            if on_progress:
-                on_progress(f"tracing at {call.tokens} tokens" if call.tokens else "tracing")
-            _mark(call, dynamic)
-            for i in range(calls_per_size):
-                rec.size, rec.call = call.tokens, i + 1
-                n_before = len(events.breaks)
-                try:
-                    with torch.no_grad():
-                        compiled(*call.args, **call.kwargs)
-                except Exception as exc:  # the target itself failed (after Dynamo's fallback)
-                    rec.call_errors.append(RawCallError(call.tokens, exc))
-                    break
-                finally:
-                    for j in range(n_before, len(events.breaks)):
-                        rec.sizes_per_break[j] = call.tokens
-    compat.reset()  # drop Dynamo's references to the module and its caches
+    try:
+        with compat.quiet_torch_logs(), compat.tracing_config(), compat.dynamo_events() as events:
+            compiled = compat.optimize(rec.backend, rec.guard_filter, rec.guard_fail)(target.module)
+            for call in calls:
+                if on_progress:
+                    on_progress(f"tracing at {call.tokens} tokens" if call.tokens else "tracing")
+                _mark(call, dynamic)
+                _call_size(rec, compiled, call, calls_per_size, events, target.roots)
+    finally:
+        compat.reset()  # drop Dynamo's references to the module and its caches
     return TraceResult(
         rec.graphs, events.breaks, rec.guard_sets, rec.recompiles, rec.call_errors, rec.sizes_per_break, dynamic
     )
+
+
+def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int, events: Any, roots: Any) -> None:
+    import torch
+
+    for i in range(calls_per_size):
+        rec.size, rec.call = call.tokens, i + 1
+        n_before = len(events.breaks)
+        try:
+            with torch.no_grad():
+                compiled(*call.args, **call.kwargs)
+        except SystemExit as exc:
+            raise system_exit_error(exc, lambda f: is_user_file(f, roots)) from None
+        except Exception as exc:  # the target itself failed (after Dynamo's fallback)
+            rec.call_errors.append(RawCallError(call.tokens, exc))
+            return
+        finally:
+            for j in range(n_before, len(events.breaks)):
+                rec.sizes_per_break[j] = call.tokens
 
 
 def _mark(call: Call, dynamic: str) -> None:

@@ -26,7 +26,8 @@ def traced(spec: str, sizes: tuple = (1, 8), split_ops: tuple = (), dynamic: str
     sglang's split-op registry is process-wide (tests/test_sglang.py adds to it), so tests that
     are not about sglang leave it out.
     """
-    from pcg_inspect.pipeline import TraceOptions, run_trace
+    from pcg_inspect.options import TraceOptions
+    from pcg_inspect.pipeline import run as run_trace
 
     opts = TraceOptions(target=spec, capture_sizes=sizes, split_ops=split_ops, dynamic=dynamic, use_sglang_split_ops=False)
     return run_trace(opts).report

@@ -85,7 +85,7 @@ def test_factory_error_points_at_user_line():
         (["--split-op", "nosuch::op"], "unknown split op 'nosuch::op'"),
         (["--split-op", "attention"], "is not an op name"),
         (["--dynamic", "sometimes"], "--dynamic must be"),
-        (["--dtype", "float7"], "unknown --dtype"),
+        (["--dtype", "float7"], "--dtype must be a floating type"),
     ],
 )
 def test_bad_options_exit_2(args, needle):

@@ -43,7 +43,7 @@ def test_observed_fake_impls_follow_input_dims():
 def test_undeclared_mutation_names_the_argument():
     f = next(f for f in traced(f"{FIND}:make_undeclared_mutation").findings if f.kind == "undeclared_mutation")
     assert "cache" in f.message and "mutates_args=('cache',)" in f.hint
-    assert f.details["mutated"] == ["cache"] and f.details["declared_mutable"] == []
+    assert f.details.mutated == ("cache",) and f.details.declared_mutable == ()
 
 
 def test_before_example_lists_both_extension_ops_with_exact_fakes():
@@ -70,7 +70,8 @@ def test_data_ptr_in_branch_not_taken_is_a_warning():
 
 
 def test_generated_fake_impl_compiles_and_removes_the_break(tmp_path):
-    from pcg_inspect.pipeline import TraceOptions, run_trace
+    from pcg_inspect.options import TraceOptions
+    from pcg_inspect.pipeline import run as run_trace
 
     target = tmp_path / "fixme.py"
     target.write_text(textwrap.dedent('''

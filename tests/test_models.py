@@ -9,7 +9,8 @@ from typer.testing import CliRunner  # noqa: E402
 
 from pcg_inspect.cli import app  # noqa: E402
 from pcg_inspect.models import ModelOptions, apply_overrides, bundled, is_model_spec, make_factory, parse_layers  # noqa: E402
-from pcg_inspect.pipeline import TraceOptions, run_trace  # noqa: E402
+from pcg_inspect.options import ModelOptions, TraceOptions
+from pcg_inspect.pipeline import run as run_trace  # noqa: E402
 
 SMALL = ("hidden_size=128", "intermediate_size=256", "vocab_size=512", "num_attention_heads=4")
 SHRINK = {
@@ -23,7 +24,7 @@ SHRINK = {
 
 
 def _trace(name, sizes=(16, 24, 1), **kw):
-    return run_trace(TraceOptions(target=name, capture_sizes=sizes, overrides=SHRINK[name], **kw)).report
+    return run_trace(TraceOptions(target=name, capture_sizes=sizes, model=ModelOptions(overrides=SHRINK[name], **kw))).report
 
 
 @pytest.mark.parametrize("name", sorted(SHRINK))
@@ -37,7 +38,7 @@ def test_layer_is_cut_at_attention_and_replays(name):
         kinds = [p.is_split for p in r.pieces if p.graph == g.index]
         assert kinds == [False, True, False]
     (f,) = r.findings
-    assert f.kind == "shape_specialization" and f.details["cause"] == "zero_one"
+    assert f.kind == "shape_specialization" and f.details.cause == "zero_one"
     assert r.replay.status == "ok"
 
 
@@ -53,7 +54,7 @@ def test_split_attention_matches_the_models_own_attention():
 
 def test_eager_experts_loop_breaks_at_its_line_in_transformers():
     r = run_trace(TraceOptions(target="qwen3-30b-a3b", capture_sizes=(16, 8), replay=False,
-                               overrides=SHRINK["qwen3-30b-a3b"] + ("_experts_implementation=eager",))).report
+                               model=ModelOptions(overrides=SHRINK["qwen3-30b-a3b"] + ("_experts_implementation=eager",)))).report
     assert r.graph_breaks
     assert all(b.file.endswith("modeling_qwen3_moe.py") for b in r.graph_breaks)
     assert "data_dependent" in {b.category for b in r.graph_breaks}
@@ -62,7 +63,7 @@ def test_eager_experts_loop_breaks_at_its_line_in_transformers():
 def test_two_layers_and_whole_model():
     r = _trace("llama3-8b", sizes=(8,), layers="0-1")
     assert sum(p.is_split for p in r.pieces) == 2
-    r = run_trace(TraceOptions(target="llama3-8b", capture_sizes=(8,), num_layers=2, overrides=SHRINK["llama3-8b"])).report
+    r = run_trace(TraceOptions(target="llama3-8b", capture_sizes=(8,), model=ModelOptions(num_layers=2, overrides=SHRINK["llama3-8b"]))).report
     assert sum(p.is_split for p in r.pieces) == 2 and not r.graph_breaks
 
 

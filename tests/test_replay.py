@@ -5,7 +5,8 @@ import math
 import torch
 
 from conftest import EXAMPLES, TARGETS
-from pcg_inspect.pipeline import TraceOptions, run_trace
+from pcg_inspect.options import ModelOptions, TraceOptions
+from pcg_inspect.pipeline import run as run_trace
 from pcg_inspect.replay import compare, fresh_like, rmse
 
 BAD = str(TARGETS / "replay_bad.py")
@@ -74,21 +75,18 @@ def test_split_op_returning_new_tensor_is_flagged_at_its_line():
     report = _replay(f"{BAD}:make_fresh_output")
     (f,) = [f for f in report.findings if f.kind == "split_output_address"]
     assert f.severity == "warning" and f.op == "pcg_bad.fresh_attention"
-    assert f.line == marker_line(BAD, "MARK:fresh_output") and f.details["reader_piece"] == 2
+    assert f.line == marker_line(BAD, "MARK:fresh_output") and f.details.reader_piece == 2
     # the with-output pattern is the fix: no finding for it
     assert not [f for f in _replay(f"{BAD}:make_good").findings if f.kind == "split_output_address"]
 
 
-def test_replay_worker_entry_point_writes_the_replay(tmp_path):
-    """The child process GPU replay uses: here on CPU, to keep its wiring tested without a GPU."""
-    import dataclasses
-    import json
-    import subprocess
-    import sys
+def test_pipeline_in_a_worker_process_gives_the_same_report():
+    """The child every GPU run uses (launch.run_in_child), here on the CPU to keep its wiring tested."""
+    from pcg_inspect import launch
 
-    opts = dataclasses.asdict(TraceOptions(target=f"{BAD}:make_good", capture_sizes=(8,), replay_subprocess=False))
-    out = tmp_path / "replay.json"
-    proc = subprocess.run([sys.executable, "-m", "pcg_inspect.replay", json.dumps(opts), str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
-    assert data["status"] == "ok" and data["sizes"][0]["capture_size"] == 8
+    opts = TraceOptions(target=f"{BAD}:make_good", capture_sizes=(8,))
+    child = launch.run_in_child(opts)
+    here = run_trace(opts).report
+    assert child.replay.status == here.replay.status == "ok"
+    assert child.replay.sizes[0].capture_size == 8
+    assert [p.ops for p in child.pieces] == [p.ops for p in here.pieces]

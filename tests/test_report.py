@@ -22,7 +22,8 @@ def test_round_trip_is_lossless():
         ("{", "malformed report JSON"),
         ('{"a": 1}', "no schema_version"),
         ('{"schema_version": "99"}', "schema_version '99' is not supported"),
-        ('{"schema_version": "1", "summary": 3}', "malformed report"),
+        ('{"schema_version": "2", "summary": 3}', "malformed report"),
+        ('{"schema_version": "1"}', "schema_version '1' is not supported"),
         ("[1, 2]", "no schema_version"),
     ],
 )

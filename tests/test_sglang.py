@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("sglang.srt.compilation.compilation_config")
 
 from conftest import EXAMPLES, TARGETS  # noqa: E402
-from pcg_inspect.pipeline import TraceOptions, run_trace  # noqa: E402
+from pcg_inspect.options import ModelOptions, TraceOptions
+from pcg_inspect.pipeline import run as run_trace  # noqa: E402
 from pcg_inspect.split import split_graph as our_split_graph  # noqa: E402
 
 
@@ -36,8 +37,8 @@ SPECS = [
     (f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", {}),
     (f"{TARGETS / 'stack.py'}:make", {}),
     (f"{TARGETS / 'sglang_layer.py'}:make", {}),
-    ("llama3-8b", {"overrides": ("hidden_size=64", "intermediate_size=128", "num_attention_heads=4",
-                                 "num_key_value_heads=2", "vocab_size=128"), "layers": "0-1"}),
+    ("llama3-8b", {"model": ModelOptions(overrides=("hidden_size=64", "intermediate_size=128", "num_attention_heads=4",
+                                                    "num_key_value_heads=2", "vocab_size=128"), layers="0-1")}),
 ]
 
 

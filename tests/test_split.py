@@ -22,7 +22,8 @@ def test_three_layer_stack_splits_at_attention():
 
 @pytest.mark.parametrize("name", ["pcg_stack::attention", "pcg_stack.attention", "pcg_stack.attention.default"])
 def test_split_op_spellings_all_match(name):
-    from pcg_inspect.pipeline import TraceOptions, run_trace
+    from pcg_inspect.options import TraceOptions
+    from pcg_inspect.pipeline import run as run_trace
 
     # The stack's SPLIT_OPS would already split; trace a clean copy without it via --split-op alone.
     report = run_trace(

@@ -41,9 +41,9 @@ def test_divergent_rank_is_flagged_with_rank_and_item(reports):
     assert res.exit_code == 1
     r = load_report(str(path))
     (div,) = [f for f in r.findings if f.kind == "rank_divergence"]
-    assert div.details["rank"] == 1 and div.details["item"] == "pieces"
+    assert div.details.rank == 1 and div.details.item == "pieces"
     assert "silu on rank 0 vs gelu here" in div.message
-    assert {f.details["rank"] for f in r.findings if f.kind == "tp_mismatch"} == {0, 1}
+    assert {f.details.rank for f in r.findings if f.kind == "tp_mismatch"} == {0, 1}
 
 
 def test_diff_of_multi_rank_reports(reports):

@@ -75,7 +75,7 @@ def test_clean_module_is_capturable_with_zero_one_warning():
     assert len(report.graphs) == 2
     assert report.graphs[0].capture_sizes == (8,) and report.graphs[1].capture_sizes == (1,)
     (f,) = report.findings
-    assert f.kind == "shape_specialization" and f.details["cause"] == "zero_one"
+    assert f.kind == "shape_specialization" and f.details.cause == "zero_one"
 
 
 def test_unbacked_marking_avoids_zero_one_recompile():
@@ -89,7 +89,7 @@ def test_python_state_guard_points_at_the_mutation():
     kinds = {f.kind: f for f in report.findings}
     f = kinds["python_state_guard"]
     assert f.line == marker_line(BREAKS, "RECOMPILE:python_state_guard")
-    assert "step" in f.details["guard"]
+    assert "step" in f.details.guard
     assert report.recompiles and all(rc.reasons for rc in report.recompiles)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
+from ..details import ErrorDetails, OpDetails
 from ..errors import one_line
+from ..frames import is_user_file, library_frame, source_line
 from ..load import Target
 from ..report import Finding, GraphBreak, GuardSet, Recompile
 from ..trace import TraceResult
 from .breaks import build_breaks
-from .frames import is_user_file, source_line
 from .guards import build_guard_sets, build_recompiles, recompile_findings
 from .ops import observe, op_findings
 from .source import data_ptr_findings
@@ -52,6 +53,13 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
     return Analysis(tuple(breaks), tuple(findings), tuple(guards), tuple(recompiles))
 
 
+def with_piece_findings(analysis: Analysis, result: TraceResult, cut: Any, target: Target) -> Analysis:
+    """Findings that need the split: a split op's fresh output read by a captured piece."""
+    import dataclasses
+
+    return dataclasses.replace(analysis, findings=analysis.findings + tuple(cut.findings))
+
+
 def _observed_fixes(breaks: list[GraphBreak], findings: Sequence[Finding]) -> list[GraphBreak]:
     # A missing-fake break gets the fake impl derived from observed shapes, when the op was observed.
     import dataclasses
@@ -65,7 +73,6 @@ def _observed_fixes(breaks: list[GraphBreak], findings: Sequence[Finding]) -> li
 
 def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) -> list[Finding]:
     # A library call Dynamo cannot trace: the fix is a custom-op wrapper around that call.
-    from .breaks import library_frame
     from .ops import sglang_available, wrapper_for_call
 
     sglang = sglang_available()
@@ -87,7 +94,7 @@ def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) 
                 hint="Wrap the call as a custom op with a fake impl (below; with sglang, register_custom_op). "
                 "Check mutates_args and the fake's output shape against the kernel.",
                 fix=wrapper_for_call(b.code, sglang=sglang),
-                details={"library_frame": f"{lib.file}:{lib.line}" if lib else ""},
+                details=OpDetails({}, (), (), (), library_frame=f"{lib.file}:{lib.line}" if lib else ""),
             )
         )
     return out
@@ -110,9 +117,14 @@ def _fatal_findings(breaks: Sequence[GraphBreak]) -> list[Finding]:
                 op=b.op,
                 hint=b.hint,
                 fix=b.fix,
+                details=ErrorDetails(exception=_first(b.reason)),
             )
         )
     return out
+
+
+def _first(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
 def _call_error_findings(result: TraceResult, roots: Sequence[str]) -> list[Finding]:
@@ -132,6 +144,7 @@ def _call_error_findings(result: TraceResult, roots: Sequence[str]) -> list[Find
                 function=f.name if f else "",
                 code=source_line(f.filename, int(f.lineno or 0)) if f else "",
                 hint="The forward fails even when Dynamo falls back to eager: fix it before tracing.",
+                details=ErrorDetails(exception=one_line(err.exc), capture_size=err.capture_size),
             )
         )
     return out

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from .. import _torch_compat as compat
 from ..report import Frame, GraphBreak
 from .fixes import data_ptr_fix, eager_only_fix, fake_impl_skeleton
-from .frames import to_frames, user_frame
+from ..frames import library_frame, to_frames, user_frame
 
 CATEGORIES = (
     "data_ptr",
@@ -239,24 +239,6 @@ def _constraint_hint(message: str) -> str:
         "A dim marked dynamic was specialised: mark every input that carries the token dim together, do not branch on "
         "it, or use maybe_mark_dynamic as sglang does (TORCH_LOGS=+dynamic shows where)."
     )
-
-
-def library_entry(frames: Sequence[Frame]) -> Optional[Frame]:
-    """The library function the user's code called (the first frame after the last user frame)."""
-    last_user = max((i for i, f in enumerate(frames) if f.is_user), default=-1)
-    for f in frames[last_user + 1:]:
-        if not f.is_user and "/torch/" not in f.file.replace("\\", "/"):
-            return f
-    return None
-
-
-def library_frame(frames: Sequence[Frame]) -> Frame:
-    """The deepest frame outside the user's code and outside torch's own tracing machinery."""
-    lib = [f for f in frames if not f.is_user]
-    for f in reversed(lib):
-        if "/torch/" not in f.file.replace("\\", "/"):
-            return f
-    return lib[-1]
 
 
 def _first_line(text: str) -> str:

@@ -42,16 +42,11 @@ def fake_impl_skeleton(op: str) -> str:
     first_tensor = ""
     returns = "Tensor"
     if packet is not None:
-        try:
-            schema = packet.default._schema
-            for a in schema.arguments:
-                t = str(a.type)
-                args.append(a.name)
-                if not first_tensor and t.startswith("Tensor"):
-                    first_tensor = a.name
-            returns = ", ".join(str(r.type) for r in schema.returns) or "()"
-        except Exception:
-            pass
+        overload = compat.default_overload(packet)
+        if overload is not None:
+            args = compat.argument_names(overload)
+            first_tensor = next(iter(compat.tensor_args(overload)), "")
+            returns = "()" if compat.returns_nothing(overload) else "Tensor"
     sig = ", ".join(args) or "*args"
     if returns in ("()", ""):
         body = "    return None  # the op returns nothing; it only writes its mutated arguments"

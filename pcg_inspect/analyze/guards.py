@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Optional, Sequence
 
+from ..details import GuardDetails
 from ..report import Finding, Guard, GuardSet, Recompile
 from ..trace import RawGuardSet, RawRecompile
-from .frames import clean_function, is_user_file, source_line
+from ..frames import clean_function, is_user_file, source_line
 
 _STACK_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _CID_PREFIX = re.compile(r"^\s*\d+/\d+:\s*")
@@ -117,13 +118,10 @@ def recompile_findings(recompiles: Sequence[Recompile], roots: Sequence[str]) ->
                 function=rc.function,
                 code=source_line(file, line),
                 hint=hint,
-                details={
-                    "guard": e["reason"],
-                    "cause": e["cause"],
-                    "capture_sizes": sorted(e["sizes"]),
-                    "frames": e["frames"],
-                    "tensors": e["tensors"],
-                },
+                details=GuardDetails(
+                    guard=e["reason"], cause=e["cause"], capture_sizes=tuple(sorted(e["sizes"])),
+                    frames=tuple(e["frames"]), tensors=tuple(e["tensors"]),
+                ),
             )
         )
     return out

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from .. import _torch_compat as compat
+from ..details import OpDetails
 from ..report import Finding
-from .frames import is_user_file, source_line
+from ..frames import is_user_file, source_line
 
 
 @dataclass
-class Call:
+class OpCall:
     """One observed call of an op."""
 
     tokens: Optional[int]
@@ -45,7 +46,7 @@ class OpInfo:
     has_fake: bool
     declared_mutable: list[str]
     returns_nothing: bool
-    calls: list[Call] = field(default_factory=list)
+    calls: list[OpCall] = field(default_factory=list)
 
 
 def observe(module: Any, calls: Sequence[Any], skip_namespaces: Sequence[str] = ("aten", "prim", "prims")) -> dict[str, OpInfo]:
@@ -58,8 +59,8 @@ def observe(module: Any, calls: Sequence[Any], skip_namespaces: Sequence[str] = 
         Op name -> OpInfo.
     """
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
 
+    TorchDispatchMode = compat.dispatch_mode_base()
     ops: dict[str, OpInfo] = {}
     state = {"tokens": None}
 
@@ -90,18 +91,17 @@ def _observe_call(func: Any, args: tuple, kwargs: dict, ops: dict[str, OpInfo], 
     from ..split import target_key
 
     name = target_key(func)
-    schema = func._schema
     info = ops.get(name)
     if info is None:
         info = OpInfo(
             name=name,
             overload=func,
             has_fake=compat.has_fake_kernel(func),
-            declared_mutable=[a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write],
-            returns_nothing=len(schema.returns) == 0,
+            declared_mutable=list(compat.mutable_args(func)),
+            returns_nothing=compat.returns_nothing(func),
         )
         ops[name] = info
-    names = [a.name for a in schema.arguments]
+    names = compat.argument_names(func)
     bound = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
     before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in bound]
     storages = {i: a.untyped_storage().data_ptr() for i, a in enumerate(bound) if isinstance(a, torch.Tensor)}
@@ -116,7 +116,7 @@ def _observe_call(func: Any, args: tuple, kwargs: dict, ops: dict[str, OpInfo], 
         for i, ptr in storages.items():
             if o.untyped_storage().data_ptr() == ptr and names[i] not in aliased:
                 aliased.append(names[i])
-    call = Call(
+    call = OpCall(
         tokens=tokens,
         arg_names=names,
         args=[("tensor", tuple(a.shape), str(a.dtype), str(a.device)) if isinstance(a, torch.Tensor) else a for a in bound],
@@ -140,13 +140,9 @@ def _same(a: Any, b: Any) -> bool:
 
 def _run_fake(func: Any, args: tuple, kwargs: dict) -> tuple[Optional[list[tuple]], str]:
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._pytree import tree_map
 
     try:
-        with FakeTensorMode(allow_non_fake_inputs=False) as mode:
-            conv = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
-            out = func(*tree_map(conv, args), **tree_map(conv, kwargs))
+        out = compat.run_fake(func, args, kwargs)
     except Exception as exc:
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
@@ -164,89 +160,76 @@ def op_findings(ops: dict[str, OpInfo], graphs: Sequence[Any], breaks: Sequence[
         if not info.calls:
             continue
         file, line = sites.get(name, ("", 0))
-        code = source_line(file, line)
-        qual = name.replace(".", "::", 1)
-        sglang_style = info.name.startswith("sglang.")
+        at = dict(file=file, line=line, code=source_line(file, line), op=name)
         if not info.has_fake:
-            out.append(
-                Finding(
-                    kind="unregistered_op",
-                    severity="error",
-                    message=(
-                        f"{qual} has no fake/meta kernel: "
-                        + ("Dynamo records it without knowing what it does" if info.returns_nothing else "Dynamo breaks the graph on it")
-                        + "; under PCG it must be a registered custom op with a fake impl"
-                    ),
-                    file=file,
-                    line=line,
-                    code=code,
-                    op=name,
-                    hint=(
-                        "Pass fake_impl= to its register_custom_op(mutates_args=...) (the body below, derived from the shapes "
-                        "observed in an eager run); add @register_split_op() if it must stay eager."
-                        if sglang_style
-                        else "Register a fake impl (below, derived from the shapes observed in an eager run); with sglang, "
-                        "register_custom_op(mutates_args=..., fake_impl=...). Make it a split op if it must stay eager."
-                    ),
-                    fix=fake_impl_from_observation(info),
-                    details=_details(info),
-                )
-            )
-        for c in info.calls[:1]:
-            undeclared = [m for m in c.mutated if m not in info.declared_mutable]
-            if undeclared:
-                out.append(
-                    Finding(
-                        kind="undeclared_mutation",
-                        severity="error",
-                        message=(
-                            f"{qual} writes to {', '.join(undeclared)} but its schema does not declare it mutable: "
-                            "under AOT/inductor the call can be reordered or dropped when its result is unused, "
-                            "and the compiled model silently differs from eager"
-                        ),
-                        file=file, line=line, code=code, op=name,
-                        hint=f"Declare it: mutates_args=({', '.join(repr(m) for m in undeclared)},) "
-                        "(schema 'Tensor(a!) name'); torch.library.opcheck reports the same.",
-                        details=_details(info),
-                    )
-                )
-            if c.aliased:
-                out.append(
-                    Finding(
-                        kind="output_aliases_input",
-                        severity="error",
-                        message=f"{qual} returns a tensor that shares storage with its input {', '.join(c.aliased)}: "
-                        "custom ops must return fresh tensors; a captured graph that reuses the input buffer sees the alias change",
-                        file=file, line=line, code=code, op=name,
-                        hint="Return a copy (.clone()) or write into a declared mutable output argument instead.",
-                        details=_details(info),
-                    )
-                )
+            out.append(_unregistered(info, at))
+        out += _mutation_findings(info, at)
         mism = _fake_mismatch(info)
         if mism:
-            out.append(
-                Finding(
-                    kind="fake_impl_mismatch",
-                    severity="error",
-                    message=f"{qual}: the fake impl says {mism[0]} but the kernel returns {mism[1]}; Dynamo plans every "
-                    "later shape from the fake, so the captured graph is wrong or capture fails",
-                    file=file, line=line, code=code, op=name,
-                    hint="Make the fake impl return what the kernel returns (below, from the observed shapes).",
-                    fix=fake_impl_from_observation(info),
-                    details=_details(info),
-                )
-            )
+            out.append(Finding(
+                kind="fake_impl_mismatch", severity="error",
+                message=f"{_qual(info)}: the fake impl says {mism[0]} but the kernel returns {mism[1]}; Dynamo plans every "
+                "later shape from the fake, so the captured graph is wrong or capture fails",
+                hint="Make the fake impl return what the kernel returns (below, from the observed shapes).",
+                fix=fake_impl_from_observation(info), details=_details(info), **at,
+            ))
     return out
 
 
-def _details(info: OpInfo) -> dict[str, Any]:
+def _qual(info: OpInfo) -> str:
+    return info.name.replace(".", "::", 1)
+
+
+def _unregistered(info: OpInfo, at: dict[str, Any]) -> Finding:
+    sglang_style = info.name.startswith("sglang.")
+    blind = "Dynamo records it without knowing what it does" if info.returns_nothing else "Dynamo breaks the graph on it"
+    return Finding(
+        kind="unregistered_op", severity="error",
+        message=f"{_qual(info)} has no fake/meta kernel: {blind}; under PCG it must be a registered custom op with a fake impl",
+        hint=(
+            "Pass fake_impl= to its register_custom_op(mutates_args=...) (the body below, derived from the shapes "
+            "observed in an eager run); add @register_split_op() if it must stay eager."
+            if sglang_style
+            else "Register a fake impl (below, derived from the shapes observed in an eager run); with sglang, "
+            "register_custom_op(mutates_args=..., fake_impl=...). Make it a split op if it must stay eager."
+        ),
+        fix=fake_impl_from_observation(info), details=_details(info), **at,
+    )
+
+
+def _mutation_findings(info: OpInfo, at: dict[str, Any]) -> list[Finding]:
+    out = []
     c = info.calls[0]
-    return {
-        "observed_inputs": {n: (list(a[1]) if isinstance(a, tuple) and a and a[0] == "tensor" else repr(a)) for n, a in zip(c.arg_names, c.args)},
-        "observed_outputs": [list(o[0]) for o in c.outputs],
-        "mutated": c.mutated,
-        "declared_mutable": info.declared_mutable,
-    }
+    undeclared = [m for m in c.mutated if m not in info.declared_mutable]
+    if undeclared:
+        out.append(Finding(
+            kind="undeclared_mutation", severity="error",
+            message=f"{_qual(info)} writes to {', '.join(undeclared)} but its schema does not declare it mutable: under "
+            "AOT/inductor the call can be reordered or dropped when its result is unused, and the compiled model "
+            "silently differs from eager",
+            hint=f"Declare it: mutates_args=({', '.join(repr(m) for m in undeclared)},) (schema 'Tensor(a!) name'); "
+            "torch.library.opcheck reports the same.",
+            details=_details(info), **at,
+        ))
+    if c.aliased:
+        out.append(Finding(
+            kind="output_aliases_input", severity="error",
+            message=f"{_qual(info)} returns a tensor that shares storage with its input {', '.join(c.aliased)}: custom ops "
+            "must return fresh tensors; a captured graph that reuses the input buffer sees the alias change",
+            hint="Return a copy (.clone()) or write into a declared mutable output argument instead.",
+            details=_details(info), **at,
+        ))
+    return out
+
+
+def _details(info: OpInfo) -> OpDetails:
+    c = info.calls[0]
+    return OpDetails(
+        observed_inputs={n: (list(a[1]) if isinstance(a, tuple) and a and a[0] == "tensor" else repr(a)) for n, a in zip(c.arg_names, c.args)},
+        observed_outputs=tuple(tuple(o[0]) for o in c.outputs),
+        mutated=tuple(c.mutated),
+        declared_mutable=tuple(info.declared_mutable),
+    )
 
 
 def _fake_mismatch(info: OpInfo) -> Optional[tuple[str, str]]:

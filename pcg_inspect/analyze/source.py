@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 from ..report import Finding
-from .frames import is_user_file, source_line
+from ..frames import is_user_file, source_line
 
 _COMPILING = ("is_compiling", "is_dynamo_compiling", "is_torchdynamo_compiling")
 

@@ -16,8 +16,10 @@ app = typer.Typer(
     name="pcg-inspect",
     help="Debug piecewise CUDA graph (PCG) capture: graph breaks, guards, split points, replay.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
 )
 app.command("trace")(trace)
 app.command("diff")(diff)

@@ -7,75 +7,79 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import EXIT_OK, EXIT_PROBLEMS, UsageError
-from ._utils import Debug, Device, JsonOut, NoReplay, SplitOps, Tokens, argv_command, consoles, guarded
+from ..options import DEFAULT_TIMEOUT_S
+from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, JsonOut, Layers, NoReplay, NoSglang, Nproc, NumLayers,
+                     Override, SplitOps, Timeout, Tokens, consoles, guarded, trace_options)
 
 
 def diff(
-    a: Annotated[str, typer.Argument(help="Before: a report JSON, or a target (file.py:factory) traced on the spot.")],
-    b: Annotated[str, typer.Argument(help="After: a report JSON, or a target.")],
+    a: Annotated[str, typer.Argument(metavar="A", help="Before: a report JSON, or a target (file.py:factory, a model) traced on the spot.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="After: a report JSON, or a target.")],
     fail_on: Annotated[
         Optional[list[str]],
-        typer.Option("--fail-on", help="What counts as a regression: breaks, findings, replay, timing, any (comma-separated or repeated). Default breaks,findings,replay."),
+        typer.Option("--fail-on", metavar="WHAT", help="What counts as a regression: breaks, findings, replay, timing, any (comma-separated or repeated). Default breaks,findings,replay."),
     ] = None,
     time_threshold: Annotated[
-        float, typer.Option("--time-threshold", help="Relative slow-down of a piece that counts as a timing change (0.5 = 50%).")
+        float, typer.Option("--time-threshold", metavar="RATIO", help="Relative slow-down of a piece that counts as a timing change (0.5 = 50%).")
     ] = 0.5,
-    fmt: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, markdown or json.")] = "text",
     show_all: Annotated[bool, typer.Option("--all", help="Also list unchanged items.")] = False,
     tokens: Tokens = "1,8,64",
     split_op: SplitOps = None,
+    no_sglang_split_ops: NoSglang = False,
     device: Device = "cpu",
+    dtype: Dtype = None,
+    dynamic: Dynamic = "maybe",
     no_replay: NoReplay = False,
+    isolate: Isolate = False,
+    layers: Layers = "0",
+    num_layers: NumLayers = 0,
+    attn: Attn = "split",
+    override: Override = None,
+    nproc: Nproc = 1,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
     json_out: JsonOut = None,
     debug: Debug = False,
 ) -> None:
     """Compare two reports (or targets): what was fixed, what was introduced.
 
-    The trace options (--tokens, --split-op, --device, --no-replay) apply to a side given as a target.
+    Every trace option applies, whole, to a side given as a target (each traced in its own process).
+    With --json -, stdout carries only the JSON; the text or markdown view goes to stderr.
 
     Exit codes: 0 no regression, 1 regression, 2 usage or load error, 3 internal error.
     """
 
     def body() -> int:
+        import json
+        import sys
+
+        from .. import launch
+        from .._io import check_writable, write_atomic
         from ..diff import diff as diff_reports
-        from ..diff import load_side, parse_fail_on
-        from ..load import parse_capture_sizes
-        from ..pipeline import TraceOptions
+        from ..diff import parse_fail_on
+        from ..render.diffview import markdown, render
 
         if fmt not in ("text", "markdown", "json"):
             raise UsageError(f"--format must be text, markdown or json, got {fmt!r}")
         if time_threshold <= 0:
             raise UsageError("--time-threshold must be positive")
         fail = parse_fail_on(fail_on or ())
-        opts = TraceOptions(
-            target="",
-            capture_sizes=parse_capture_sizes(tokens),
-            split_ops=tuple(split_op or ()),
-            device=device,
-            replay=not no_replay,
-            command=argv_command(),
-        )
-        view, _ = consoles(fmt == "json" or json_out == "-")
-        ra = load_side(a, opts)
-        rb = load_side(b, opts)
-        result = diff_reports(ra, rb, fail, time_threshold)
-        import json
-        import sys
-
-        from .._io import write_atomic
-
+        if json_out and json_out != "-":
+            check_writable(json_out, "--json")
+        opts = trace_options("", tokens=tokens, split_op=split_op, device=device, dtype=dtype, dynamic=dynamic,
+                             no_replay=no_replay, isolate=isolate, no_sglang=no_sglang_split_ops, layers=layers,
+                             num_layers=num_layers, attn=attn, override=override, nproc=nproc, timeout=timeout)
+        result = diff_reports(launch.side(a, opts), launch.side(b, opts), fail, time_threshold)
         text = json.dumps(result.to_dict(), indent=2) + "\n"
-        if json_out == "-" or fmt == "json":
+        json_on_stdout = json_out == "-" or fmt == "json"
+        view, _ = consoles(json_on_stdout)
+        if json_on_stdout:
             sys.stdout.write(text)
         if json_out and json_out != "-":
             write_atomic(json_out, text)
         if fmt == "markdown":
-            from ..render.diffview import markdown
-
-            sys.stdout.write(markdown(result))
+            (sys.stderr if json_on_stdout else sys.stdout).write(markdown(result))
         elif fmt == "text":
-            from ..render.diffview import render
-
             view.print(render(result, show_all))
         return EXIT_PROBLEMS if result.regressed else EXIT_OK
 

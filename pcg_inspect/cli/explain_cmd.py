@@ -17,15 +17,16 @@ def explain(
     """Explain a finding kind or graph-break category: what it means for PCG, an example, the fix."""
 
     def body() -> int:
-        from rich.console import Console
         from rich.markdown import Markdown
+        from rich.text import Text
 
         from ..catalog import CATALOG, entry_markdown
+        from ._utils import make_console
 
-        console = Console()
+        console = make_console()
         if kind is None:
             for k, e in CATALOG.items():
-                console.print(f"[bold]{k:<22}[/] {e['title']}")
+                console.print(Text.assemble((f"{k:<22}", "bold"), " ", e["title"]))
             return EXIT_OK
         if kind not in CATALOG:
             raise UsageError(f"unknown kind {kind!r}; known: {', '.join(CATALOG)}")

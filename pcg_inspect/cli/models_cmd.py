@@ -14,21 +14,21 @@ def models(debug: Debug = False) -> None:
     """List the bundled model configs (use the name as TARGET; shrink with --override for a CPU)."""
 
     def body() -> int:
-        from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         from ..models import bundled
+        from ._utils import make_console
 
         table = Table(box=None, header_style="bold")
         for col in ("name", "model_type", "layers", "hidden", "heads/kv", "experts", "source"):
             table.add_column(col)
         for name, cfg in bundled().items():
             experts = cfg.get("num_experts") or cfg.get("n_routed_experts") or cfg.get("num_local_experts") or "-"
-            table.add_row(
-                name, cfg["model_type"], str(cfg.get("num_hidden_layers")), str(cfg.get("hidden_size")),
-                f"{cfg.get('num_attention_heads')}/{cfg.get('num_key_value_heads')}", str(experts), cfg.get("_source", ""),
-            )
-        Console().print(table)
+            cells = (name, cfg["model_type"], cfg.get("num_hidden_layers"), cfg.get("hidden_size"),
+                     f"{cfg.get('num_attention_heads')}/{cfg.get('num_key_value_heads')}", experts, cfg.get("_source", ""))
+            table.add_row(*(Text(str(c)) for c in cells))
+        make_console().print(table)
         return EXIT_OK
 
     raise typer.Exit(guarded(debug, body))
@@ -43,11 +43,12 @@ def ops(
     """Audit registered custom ops: schema, fake/meta kernel, declared mutations, split op or not."""
 
     def body() -> int:
-        from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         from ..errors import UsageError
         from ..opsaudit import audit
+        from ._utils import make_console
 
         if target:
             from ..load import load
@@ -55,7 +56,7 @@ def ops(
             load(target, (8,))
         names = tuple(namespace or ("sglang", "pcg_inspect"))
         rows = audit(names)
-        console = Console()
+        console = make_console()
         if not rows:
             raise UsageError(f"no registered ops in namespace(s) {', '.join(names)} (is the package that registers them importable?)")
         missing = sum(1 for r in rows if not r.has_fake)
@@ -70,8 +71,8 @@ def ops(
         for col in ("fake/meta", "mutates", "split op", "schema"):
             table.add_column(col, overflow="fold")
         for r in rows:
-            table.add_row(r.name, "yes" if r.has_fake else "[bold red]NO[/]", ", ".join(r.mutates) or "-",
-                          "yes" if r.is_split else "-", r.schema)
+            table.add_row(Text(r.name), Text("yes") if r.has_fake else Text("NO", style="bold red"),
+                          Text(", ".join(r.mutates) or "-"), "yes" if r.is_split else "-", Text(r.schema))
         console.print(table)
         console.print(f"{len(rows)} op(s), {missing} without a fake/meta kernel")
         return 1 if missing else EXIT_OK

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import EXIT_OK, UsageError
-from ._utils import Debug, guarded
+from ._utils import Debug, guarded, make_console
 
 
 def render(
@@ -21,8 +21,7 @@ def render(
     """Draw the split (Graphviz) and the self-contained HTML report from a report JSON."""
 
     def body() -> int:
-        from rich.console import Console
-
+        from .._io import check_writable
         from ..render.artifacts import save
         from ..report import load_report
 
@@ -30,12 +29,16 @@ def render(
             raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
         report = load_report(report_path)
         folder = out if out is not None or html is not None else Path(report_path).resolve().parent
+        if folder is not None:
+            check_writable(folder, "--out", is_dir=True)
+        if html is not None:
+            check_writable(html, "--html")
         written, note = save(report, folder, html, detail, write_json=False)
-        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        console = make_console(stderr=True)
         for p in written:
-            console.print(f"wrote {p}")
+            console.print(f"wrote {p}", markup=False)
         if note:
-            console.print(f"note: {note}")
+            console.print(f"note: {note}", markup=False)
         return EXIT_OK
 
     raise typer.Exit(guarded(debug, body))

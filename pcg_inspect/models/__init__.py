@@ -10,29 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import TargetError, UsageError
+from ..options import ATTN_MODES, ModelOptions
+
+__all__ = ["ModelOptions", "bundled", "is_model_spec", "read_config", "apply_overrides", "parse_layers", "make_factory"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-ATTN_MODES = ("split", "sdpa", "eager")
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """How to build the layers of a model target."""
-
-    layers: str = "0"
-    """'0', '0-3' or '1,5': decoder layer indices, run in sequence."""
-    num_layers: int = 0
-    """> 0: the whole model with that many layers (embeddings, layers, final norm)."""
-    attn: str = "split"
-    """split (pcg_inspect::attention split op) | sdpa | eager."""
-    overrides: tuple[str, ...] = field(default_factory=tuple)
-    """key=value config overrides (JSON values), like sglang's --json-model-override-args."""
 
 
 @lru_cache(maxsize=1)
@@ -63,7 +50,7 @@ def read_config(spec: str) -> dict[str, Any]:
     if path is None:
         raise TargetError(
             f"no config.json for {spec!r} in the local hub cache, and the hub is not reachable; download it "
-            f"(huggingface-cli download {spec} config.json), pass a folder holding config.json, or use a bundled name "
+            f"(hf download {spec} config.json), pass a folder holding config.json, or use a bundled name "
             f"({', '.join(table)})"
         )
     return _read_json(path)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from rich.console import Group
-from rich.markup import escape
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..report import Report
-from .paths import short_path
+from ..text import short_path
+
+if TYPE_CHECKING:  # views read reports; they never import the report module at run time
+    from ..report import Report
 
 MAX_PIECE_ROWS = 40
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -77,7 +78,7 @@ def _breaks(report: Report) -> Iterable[Any]:
             yield Text(f"      {b.line:>4} │ {b.code}", style="bold")
         yield Text(f"      {b.reason}", style="dim")
         if any(not f.is_user for f in b.user_stack):
-            from ..analyze.breaks import library_entry, library_frame
+            from ..frames import library_entry, library_frame
 
             lib, entry = library_frame(b.user_stack), library_entry(b.user_stack)
             via = f"{entry.function} ({loc(entry.file, entry.line)}) → " if entry is not None and entry != lib else ""
@@ -151,7 +152,7 @@ def _pieces(report: Report) -> Iterable[Any]:
         kind = Text("split (eager)", style="magenta") if p.is_split else Text("captured", style="green")
         shown = ", ".join(p.ops[:5]) + (f", … +{len(p.ops) - 5}" if len(p.ops) > 5 else "")
         io = f"{len(p.input_shapes)} in → {', '.join(p.output_shapes[:2])}{' …' if len(p.output_shapes) > 2 else ''}"
-        table.add_row(gname, str(p.index), kind, str(p.num_nodes), escape(shown), escape(io))
+        table.add_row(Text(gname), str(p.index), kind, str(p.num_nodes), Text(shown), Text(io))
     yield table
 
 
@@ -218,13 +219,28 @@ def _replay(report: Report) -> Iterable[Any]:
 def _ranks(report: Report) -> Iterable[Any]:
     if not report.ranks:
         return
-    from ..tp import rank_table
-
     yield Text("")
     yield Text(f"Ranks — {report.environment.world_size} (tensor parallel)", style="bold")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for col in ("rank", "verdict", "graphs", "breaks", "pieces", "replay"):
         table.add_column(col)
-    for row in rank_table(report):
-        table.add_row(*(str(x) for x in row))
+    for r in report.ranks:
+        s = r.summary
+        table.add_row(str(r.environment.rank), "capturable" if s.capturable else "not capturable", str(s.num_graphs),
+                      str(s.num_graph_breaks), str(s.num_pieces), s.replay_status or "-")
     yield table
+
+
+def plain_text(report: "Report", width: int = 120) -> str:
+    """The whole terminal view as plain text (no colour, no wrapping of long lines)."""
+    console = Console(width=width, color_system=None, soft_wrap=True, record=True, file=_Null(), highlight=False)
+    console.print(render(report))
+    return console.export_text(styles=False)
+
+
+class _Null:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass

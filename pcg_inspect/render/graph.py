@@ -1,5 +1,7 @@
 """Graphviz pictures of the split, drawn from the Report alone (so ``render report.json`` redraws).
 
+Built with the ``graphviz`` package, which owns quoting, escaping and calling ``dot``.
+
 Node view: one cluster per piece, split pieces and split-op nodes coloured apart, each node labelled
 with its op and output shape, weights hidden. Piece view: one box per piece (node count, op summary,
 I/O shapes), automatic above ``AUTO_NODE_LIMIT`` nodes, where ``dot`` on the node view takes seconds.
@@ -9,12 +11,13 @@ from __future__ import annotations
 
 import html
 import shutil
-import subprocess
 from collections import Counter
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..report import Graph, Report
-from .paths import short_path
+from ..text import short_path
+
+if TYPE_CHECKING:
+    from ..report import Graph, Piece, Report
 
 AUTO_NODE_LIMIT = 400
 CAPTURED, SPLIT, SPLIT_NODE, FAILED, BREAK = "#e8f5e9", "#f3e5f5", "#ab47bc", "#ffcdd2", "#c62828"
@@ -50,93 +53,106 @@ def _failed_pieces(report: Report) -> dict[int, set[int]]:
     return out
 
 
-def _q(text: str) -> str:
-    # Labels use DOT's "\\n" line breaks on purpose, so only quotes are escaped.
-    return '"' + text.replace('"', '\\"') + '"'
+def failing_nodes(report: Report) -> dict[int, set[str]]:
+    """Graph index -> names of nodes a capture_failed / replay_mismatch finding points at."""
+    out: dict[int, set[str]] = {}
+    for f in report.findings:
+        node, graph = getattr(f.details, "node", ""), getattr(f.details, "graph", None)
+        if f.kind in ("capture_failed", "replay_mismatch") and node and graph is not None:
+            out.setdefault(graph, set()).add(node)
+    return out
+
+
+def _label(*lines: str) -> Any:
+    # User text (code, shapes, '<lambda>') is escaped: no backslash escapes, never an HTML label.
+    import graphviz
+
+    return graphviz.nohtml("\\n".join(graphviz.escape(line) for line in lines))
 
 
 def to_dot(report: Report, detail: str = "auto", show_weights: bool = False) -> str:
     """The DOT text of the split."""
+    import graphviz
+
     mode = choose_detail(report, detail)
-    failed = _failed_pieces(report)
-    lines = [
-        "digraph pcg {",
-        '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, newrank=true];',
-        '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica", fontsize=9];',
-        '  edge [color="#777777", arrowsize=0.5];',
-    ]
-    graphs = distinct_graphs(report)
-    for g, ids in graphs:
-        pieces = [p for p in report.pieces if p.graph == g.index]
-        glabel = f"graph {g.index}: {g.function} [" + ", ".join(ids) + "]"
-        lines.append(f"  subgraph cluster_g{g.index} {{")
-        lines.append(f"    label={_q(glabel)}; style=dashed; color=\"#555555\";")
-        for p in pieces:
-            bad = p.index in failed.get(g.index, set())
-            fill = FAILED if bad else (SPLIT if p.is_split else CAPTURED)
-            kind = "split (eager)" if p.is_split else "captured"
-            title = f"piece {p.index}: {kind}" + (" — REPLAY FAILED" if bad else "")
-            if mode == "pieces":
-                ops = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in Counter(p.ops).most_common(4))
-                label = f"{title}\\n{p.num_nodes} nodes: {ops}\\nin: {', '.join(p.input_shapes[:3])}\\nout: {', '.join(p.output_shapes[:3])}"
-                lines.append(f"    g{g.index}_p{p.index} [label={_q(label)}, fillcolor={_q(fill)}];")
+    dot = graphviz.Digraph("pcg", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "11", "newrank": "true"},
+                           node_attr={"shape": "box", "style": "rounded,filled", "fillcolor": "white", "fontname": "Helvetica",
+                                      "fontsize": "9"}, edge_attr={"color": "#777777", "arrowsize": "0.5"})
+    failed, bad_nodes = _failed_pieces(report), failing_nodes(report)
+    for g, ids in distinct_graphs(report):
+        with dot.subgraph(name=f"cluster_g{g.index}") as cluster:
+            cluster.attr(label=_label(f"graph {g.index}: {g.function} [{', '.join(ids)}]"), style="dashed", color="#555555")
+            pieces = [p for p in report.pieces if p.graph == g.index]
+            for p in pieces:
+                _piece(cluster, g, p, mode, p.index in failed.get(g.index, set()), bad_nodes.get(g.index, set()), show_weights)
+            if mode == "nodes":
+                _edges(cluster, g, show_weights)
             else:
-                lines.append(f"    subgraph cluster_g{g.index}_p{p.index} {{")
-                lines.append(f"      label={_q(title)}; style=filled; fillcolor={_q(fill)}; color=\"#999999\";")
-                for n in g.nodes:
-                    if n.piece != p.index or (n.is_weight and not show_weights):
-                        continue
-                    is_split_node = p.is_split and n.op == "call_function"
-                    style = f', fillcolor="{SPLIT_NODE}", fontcolor=white' if is_split_node else ""
-                    nlabel = n.target + ("\\n" + n.shape if n.shape else "")
-                    lines.append(f"      g{g.index}_{n.name} [label={_q(nlabel)}{style}];")
-                lines.append("    }")
-        if mode == "nodes":
-            visible = {n.name for n in g.nodes if not (n.is_weight and not show_weights)}
-            for n in g.nodes:
-                if n.op == "placeholder" and n.name in visible:
-                    lines.append(f"    g{g.index}_{n.name} [label={_q('input ' + n.shape)}, shape=ellipse, fillcolor=\"#eeeeee\"];")
-                if n.op == "output":
-                    lines.append(f"    g{g.index}_{n.name} [label=\"output\", shape=ellipse, fillcolor=\"#eeeeee\"];")
-            for n in g.nodes:
-                if n.name not in visible:
-                    continue
-                for src in n.inputs:
-                    if src in visible:
-                        lines.append(f"    g{g.index}_{src} -> g{g.index}_{n.name};")
-        else:
-            for a, b in zip(pieces, pieces[1:]):
-                lines.append(f"    g{g.index}_p{a.index} -> g{g.index}_p{b.index};")
-        lines.append("  }")
+                for a, b in zip(pieces, pieces[1:]):
+                    cluster.edge(f"g{g.index}_p{a.index}", f"g{g.index}_p{b.index}")
+    _breaks(dot, report, mode)
+    return dot.source
+
+
+def _piece(parent: Any, g: Graph, p: Piece, mode: str, bad: bool, bad_nodes: set[str], show_weights: bool) -> None:
+    fill = FAILED if bad else (SPLIT if p.is_split else CAPTURED)
+    title = f"piece {p.index}: {'split (eager)' if p.is_split else 'captured'}" + (" — REPLAY FAILED" if bad else "")
+    if mode == "pieces":
+        ops = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in Counter(p.ops).most_common(4))
+        parent.node(f"g{g.index}_p{p.index}", _label(title, f"{p.num_nodes} nodes: {ops}", f"in: {', '.join(p.input_shapes[:3])}",
+                                                      f"out: {', '.join(p.output_shapes[:3])}"), fillcolor=fill)
+        return
+    with parent.subgraph(name=f"cluster_g{g.index}_p{p.index}") as c:
+        c.attr(label=_label(title), style="filled", fillcolor=fill, color="#999999")
+        for n in g.nodes:
+            if n.piece != p.index or (n.is_weight and not show_weights):
+                continue
+            attrs = {"fillcolor": SPLIT_NODE, "fontcolor": "white"} if p.is_split and n.op == "call_function" else {}
+            if n.name in bad_nodes:
+                attrs = {"fillcolor": BREAK, "fontcolor": "white", "penwidth": "2"}
+            c.node(f"g{g.index}_{n.name}", _label(n.target, *([n.shape] if n.shape else [])), **attrs)
+
+
+def _edges(parent: Any, g: Graph, show_weights: bool) -> None:
+    visible = {n.name for n in g.nodes if not (n.is_weight and not show_weights)}
+    for n in g.nodes:
+        if n.op == "placeholder" and n.name in visible:
+            parent.node(f"g{g.index}_{n.name}", _label("input " + n.shape), shape="ellipse", fillcolor="#eeeeee")
+        if n.op == "output":
+            parent.node(f"g{g.index}_{n.name}", "output", shape="ellipse", fillcolor="#eeeeee")
+    for n in g.nodes:
+        if n.name in visible:
+            for src in n.inputs:
+                if src in visible:
+                    parent.edge(f"g{g.index}_{src}", f"g{g.index}_{n.name}")
+
+
+def _breaks(dot: Any, report: Report, mode: str) -> None:
     # Graph breaks: each one is a boundary between compiled graphs.
     for i, b in enumerate(report.graph_breaks, 1):
-        label = f"graph break {i}: {b.category}\\n{short_path(b.file)}:{b.line}\\n{b.code[:60]}"
-        lines.append(f"  break{i} [label={_q(label)}, shape=octagon, fillcolor=\"#ffebee\", color={_q(BREAK)}, fontcolor={_q(BREAK)}];")
-    anchors = [f"g{g.index}_p{[p for p in report.pieces if p.graph == g.index][-1].index}" if mode == "pieces" and any(p.graph == g.index for p in report.pieces) else None for g, _ in graphs]
-    if report.graph_breaks and mode == "pieces":
-        for i in range(1, len(report.graph_breaks) + 1):
-            if i - 1 < len(anchors) and anchors[i - 1]:
-                lines.append(f"  {anchors[i - 1]} -> break{i} [style=dashed, color={_q(BREAK)}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def dot_available() -> bool:
-    return shutil.which("dot") is not None
+        dot.node(f"break{i}", _label(f"graph break {i}: {b.category}", f"{short_path(b.file)}:{b.line}", b.code[:60]),
+                 shape="octagon", fillcolor="#ffebee", color=BREAK, fontcolor=BREAK)
+    if mode != "pieces":
+        return
+    anchors = []
+    for g, _ in distinct_graphs(report):
+        last = [p for p in report.pieces if p.graph == g.index]
+        anchors.append(f"g{g.index}_p{last[-1].index}" if last else None)
+    for i in range(1, len(report.graph_breaks) + 1):
+        if i - 1 < len(anchors) and anchors[i - 1]:
+            dot.edge(anchors[i - 1], f"break{i}", style="dashed", color=BREAK)
 
 
 def to_svg(dot_text: str, timeout_s: float = 60.0) -> Optional[str]:
-    """SVG from Graphviz ``dot`` (None when dot is not installed or fails)."""
-    exe = shutil.which("dot")
-    if exe is None:
+    """SVG from Graphviz ``dot`` through the graphviz package (None when dot is not installed or fails)."""
+    import graphviz
+
+    if shutil.which("dot") is None:
         return None
     try:
-        proc = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True, timeout=timeout_s)
-    except (OSError, subprocess.TimeoutExpired):
+        svg = graphviz.pipe_string("dot", "svg", dot_text, encoding="utf-8", quiet=True)
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, OSError, ValueError):
         return None
-    if proc.returncode != 0:
-        return None
-    svg = proc.stdout
     start = svg.find("<svg")
     return svg[start:] if start >= 0 else svg
 

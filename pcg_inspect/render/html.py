@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..report import Report
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..report import Report
 from .graph import escape as e
-from .paths import short_path
+from ..text import short_path
 
 _CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -93,7 +96,7 @@ def _breaks(r: Report) -> list[str]:
     out = [f"<h2>Graph breaks ({len(r.graph_breaks)}) — each one stops sglang's fullgraph=True capture</h2>"]
     for i, b in enumerate(r.graph_breaks, 1):
         doc = f" <a href='{e(b.doc_url)}'>{e(b.gb_id)}</a>" if b.doc_url else (f" {e(b.gb_id)}" if b.gb_id else "")
-        from ..analyze.breaks import library_frame
+        from ..frames import library_frame
 
         lib = [library_frame(b.user_stack)] if any(not f.is_user for f in b.user_stack) else []
         out.append(

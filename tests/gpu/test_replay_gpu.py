@@ -3,7 +3,8 @@
 import pytest
 
 from conftest import EXAMPLES, TARGETS
-from pcg_inspect.pipeline import TraceOptions, run_trace
+from pcg_inspect.options import ModelOptions, TraceOptions
+from pcg_inspect.pipeline import run as run_trace
 
 pytestmark = pytest.mark.gpu
 BAD = str(TARGETS / "replay_bad.py")

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import linecache
+import re
 import os
 import sysconfig
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
-from ..report import Frame
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a user stack."""
+
+    file: str
+    """Absolute path of the source file."""
+    line: int
+    """1-based line number."""
+    function: str
+    """Function name."""
+    code: str = ""
+    """The source line, stripped."""
+    is_user: bool = True
+    """False for library / torch / stdlib frames."""
+
+
+def library_entry(frames: Sequence[Frame]) -> Optional[Frame]:
+    """The library function the user's code called (the first frame after the last user frame, outside torch)."""
+    last_user = max((i for i, f in enumerate(frames) if f.is_user), default=-1)
+    for f in frames[last_user + 1:]:
+        if not f.is_user and "/torch/" not in f.file.replace("\\", "/"):
+            return f
+    return None
+
+
+def library_frame(frames: Sequence[Frame]) -> Optional[Frame]:
+    """The deepest frame outside the user's code and outside torch's own machinery (None: no library frame)."""
+    lib = [f for f in frames if not f.is_user]
+    for f in reversed(lib):
+        if "/torch/" not in f.file.replace("\\", "/"):
+            return f
+    return lib[-1] if lib else None
 
 
 def _library_dirs() -> tuple[str, ...]:
@@ -89,3 +124,20 @@ def clean_function(name: str) -> str:
         rest = name[len("torch_dynamo_resume_in_"):]
         return rest.rsplit("_at_", 1)[0]
     return name
+
+
+_STACK_RE = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def stack_locations(stack_trace: str) -> list[tuple[str, int]]:
+    """(file, line) of each frame in an FX node's ``stack_trace`` text, outermost first."""
+    return [(file, int(line)) for file, line in _STACK_RE.findall(stack_trace or "")]
+
+
+def node_user_location(node: Any, roots: Sequence[str]) -> tuple[str, int]:
+    """The user line an FX node came from (deepest user frame of its stack trace; ('', 0) if none)."""
+    frames = stack_locations(node.meta.get("stack_trace") or "")
+    for file, line in reversed(frames):
+        if is_user_file(file, roots):
+            return file, line
+    return frames[-1] if frames else ("", 0)

@@ -1,4 +1,4 @@
-"""Paths as a person reads them in a view."""
+"""Text for people: paths as a person reads them. No rich here; views build on it."""
 
 from __future__ import annotations
 
@@ -14,3 +14,10 @@ def short_path(path: str) -> str:
     except ValueError:
         return path
     return path if rel.startswith("..") else rel
+
+
+def location(file: str, line: int) -> str:
+    """'short/path.py:12' ('short/path.py' without a line, '' without a file)."""
+    if not file:
+        return ""
+    return f"{short_path(file)}:{line}" if line else short_path(file)

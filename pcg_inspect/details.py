@@ -1,0 +1,191 @@
+"""Typed details of each finding kind: one small frozen record per kind.
+
+A ``Finding`` carries one of these in ``details``; in JSON it is a plain object whose keys are
+the record's fields. ``diff`` and the views read these records, never guessed dict keys, and
+``DETAILS_BY_KIND`` says which record each kind carries (a test checks every kind has one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class Details:
+    """No extra facts (data_ptr)."""
+
+    def match_key(self) -> str:
+        """What, beyond kind, op and function, tells two findings of this kind apart in ``diff``."""
+        return ""
+
+
+@dataclass(frozen=True)
+class OpDetails(Details):
+    """An op seen in the eager run: what it was called with and what it did."""
+
+    observed_inputs: dict[str, Any]
+    """Argument name -> shape (a list) for tensors, repr for other values."""
+    observed_outputs: tuple[tuple[int, ...], ...]
+    """Shape of each tensor output."""
+    mutated: tuple[str, ...]
+    """Arguments whose values changed during the call."""
+    declared_mutable: tuple[str, ...]
+    """Arguments the schema marks mutable (``Tensor(a!)`` / mutates_args)."""
+    library_frame: str = ""
+    """For an opaque library call: 'file:line' of the library code Dynamo reached."""
+
+
+@dataclass(frozen=True)
+class GuardDetails(Details):
+    """A guard that failed between calls (a recompile), or one that bakes a Python value in."""
+
+    guard: str
+    """The guard text, e.g. "L['self'].step == 1"."""
+    cause: str
+    """zero_one | static_first | shape | state | baked | other."""
+    capture_sizes: tuple[int, ...] = ()
+    """Sizes at which it recompiled (empty for a guard that did not fail during the trace)."""
+    frames: tuple[str, ...] = ()
+    """'function (file:line)' of each compiled frame it affected."""
+    tensors: tuple[str, ...] = ()
+    """Inputs whose shapes the guard checks."""
+    source: str = ""
+    """Dynamo's source of the guarded value, e.g. "G['FLAGS']['extend']"."""
+
+    def match_key(self) -> str:
+        return self.cause if self.cause != "baked" else f"baked:{self.source}"
+
+
+@dataclass(frozen=True)
+class SplitOutputDetails(Details):
+    """A split op's fresh result read by a later captured piece."""
+
+    reader_piece: int
+
+
+@dataclass(frozen=True)
+class ErrorDetails(Details):
+    """An exception from Dynamo or the target."""
+
+    exception: str = ""
+    """'Type: first line'."""
+    capture_size: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class HostSyncDetails(Details):
+    """An op inside a captured piece that reads device memory on the host or sizes a tensor by data."""
+
+    op: str
+    """The op that syncs: aten._local_scalar_dense (.item()), aten.nonzero, ..."""
+    cause: str
+    """scalar (.item()/int()/float()/tolist()) | dynamic_shape (nonzero, mask index, unique, ...) | repeat_interleave | host_copy."""
+    seen_in: str
+    """graph (Dynamo traced it) | custom_op (inside that op's kernel, eager run) | eager (code Dynamo never reached)."""
+    inside_op: str = ""
+    """The custom op whose kernel syncs, for seen_in=custom_op."""
+    graph: Optional[int] = None
+    piece: Optional[int] = None
+    node: str = ""
+    """FX node name in the captured graph."""
+
+    def match_key(self) -> str:
+        return f"{self.cause}:{self.inside_op}"
+
+
+@dataclass(frozen=True)
+class BufferDetails(Details):
+    """A module attribute holding a tensor, rebound in forward."""
+
+    attribute: str
+    module: str
+    """The module's class name."""
+    is_buffer: bool = True
+    """A registered buffer or parameter (False: a plain tensor attribute)."""
+
+    def match_key(self) -> str:
+        return self.attribute
+
+
+@dataclass(frozen=True)
+class CaptureDetails(Details):
+    """Where CUDA-graph capture or replay of a piece went wrong."""
+
+    capture_size: int
+    graph: int
+    piece: int
+    node: str = ""
+    """FX node whose inclusion fails capture (or whose output first differs)."""
+    node_index: int = -1
+    """Its position among the piece's call nodes."""
+    target: str = ""
+    """The node's op."""
+    primary_error: str = ""
+    """The first error raised inside capture (not the sticky one that follows)."""
+    cause: str = ""
+    """host_sync | pageable_copy | stream_state | other_stream | stream_sync | baked_value | stale_address | uninitialised | rng | unknown."""
+    phase: str = "capture"
+    """capture | replay."""
+    max_abs_err: float = 0.0
+
+    def match_key(self) -> str:
+        return f"{self.cause}:{self.target}"
+
+
+@dataclass(frozen=True)
+class RankDetails(Details):
+    """Ranks that disagree."""
+
+    rank: int
+    item: str
+    """pieces, graph breaks, ... | hang | error."""
+    rank0: str = ""
+    other: str = ""
+    """The same item on this rank."""
+
+    def match_key(self) -> str:
+        return f"{self.rank}:{self.item}"
+
+
+@dataclass(frozen=True)
+class TpMismatchDetails(Details):
+    """A rank's output against the single-rank reference."""
+
+    rank: int
+    max_abs_err: float
+    max_rel_err: float
+
+    def match_key(self) -> str:
+        return str(self.rank)
+
+
+@dataclass(frozen=True)
+class TimeoutDetails(Details):
+    """The run hit --timeout."""
+
+    stage: str
+    """load | trace | analyze | split | replay | worker | rank N."""
+    timeout_s: float
+    stack: tuple[str, ...] = ()
+    """'file:line in function' of the target's frames when time ran out, innermost last."""
+
+
+DETAILS_BY_KIND: dict[str, type[Details]] = {
+    "data_ptr": Details,
+    "unregistered_op": OpDetails,
+    "fake_impl_mismatch": OpDetails,
+    "undeclared_mutation": OpDetails,
+    "output_aliases_input": OpDetails,
+    "split_output_address": SplitOutputDetails,
+    "shape_specialization": GuardDetails,
+    "python_state_guard": GuardDetails,
+    "recompile": GuardDetails,
+    "dynamo_error": ErrorDetails,
+    "target_error": ErrorDetails,
+    "capture_failed": CaptureDetails,
+    "replay_mismatch": CaptureDetails,
+    "rank_divergence": RankDetails,
+    "tp_mismatch": TpMismatchDetails,
+    "timeout": TimeoutDetails,
+}

@@ -1,0 +1,131 @@
+"""Stage 5, replay: run the pieces PCG would capture and compare them with eager.
+
+CPU (``mode='cpu'``): each piece re-run on its recorded inputs and the whole split module on fresh
+inputs against the unsplit graph; no CUDA graph is captured (``cpu.py``).
+
+GPU (``mode='cuda-graph'``): capture as sglang's piecewise backend does, replay with fresh inputs
+against an fp64 eager reference (``cuda.py``). A piece that fails capture or replay is pinned to
+its op and line, a piece that differs to the first node that differs (``localise.py``), as
+``capture_failed`` / ``replay_mismatch`` findings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from ..errors import one_line
+from ..report import Finding, Replay, SizeReplay
+from .common import ReplayInput, compare, fresh_like, rmse, worst_status
+from .localise import PieceFacts, capture_finding, mismatch_finding
+
+__all__ = ["ReplayInput", "ReplayOutcome", "replay", "compare", "fresh_like", "rmse"]
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """The replay section and the findings that localise what failed."""
+
+    replay: Replay
+    findings: tuple[Finding, ...]
+
+
+def replay(
+    inputs: Sequence[ReplayInput],
+    split_ops: Sequence[str],
+    device: str,
+    isolate: bool = False,
+    on_progress: Optional[Callable[[str], None]] = None,
+    roots: Sequence[str] = (),
+    functions: Optional[dict[int, str]] = None,
+) -> ReplayOutcome:
+    """Replay each (size, graph), largest size first.
+
+    Args:
+        inputs: one entry per (capture size, graph), from the trace.
+        split_ops: canonical split-op names.
+        device: 'cpu' or 'cuda[:N]'.
+        isolate: GPU only: capture each piece in its own memory pool.
+        roots: the user's folders (where findings point).
+        functions: graph index -> function name (for messages).
+    Returns:
+        ReplayOutcome.
+    """
+    cuda = device.startswith("cuda")
+    sizes, facts = (_replay_cuda if cuda else _replay_cpu)(inputs, split_ops, isolate, on_progress)
+    note = (
+        "CPU: pieces re-run and compared with the unsplit graph; no CUDA graph was captured."
+        if not cuda
+        else "CUDA graphs captured as sglang does (warm-up on the current stream; warm-up and capture on one capture "
+        "stream, in run order, " + ("each piece in its own pool" if isolate else "one shared pool")
+        + "); replayed with fresh inputs against an fp64 eager reference."
+    )
+    mode = ("cuda-graph-isolated" if isolate else "cuda-graph") if cuda else "cpu"
+    status = worst_status(s.status for s in sizes)
+    return ReplayOutcome(Replay(device, mode, status, tuple(sizes), note), _findings(facts, roots, functions or {}))
+
+
+def _replay_cpu(inputs: Sequence[ReplayInput], split_ops: Sequence[str], isolate: bool,
+                on_progress: Optional[Callable[[str], None]]) -> tuple[list[SizeReplay], list[PieceFacts]]:
+    from .. import _torch_compat as compat
+    from .cpu import replay_size
+
+    sizes, facts = [], []
+    with compat.quiet_fx_errors():
+        for ri in inputs:
+            if on_progress:
+                on_progress(f"replaying at {ri.capture_size} tokens")
+            try:
+                size, found = replay_size(ri, split_ops)
+            except Exception as exc:  # keep the report: one size failing is a result
+                size, found = SizeReplay(ri.capture_size, ri.graph_index, "error", (), message=one_line(exc)), []
+            sizes.append(size)
+            facts += found
+    return sizes, facts
+
+
+def _replay_cuda(inputs: Sequence[ReplayInput], split_ops: Sequence[str], isolate: bool,
+                 on_progress: Optional[Callable[[str], None]]) -> tuple[list[SizeReplay], list[PieceFacts]]:
+    import torch
+
+    from .. import _torch_compat as compat
+    from .cuda import SizeRun
+
+    stream = torch.cuda.Stream()  # sglang: one global graph-capture stream for every size
+    runs = [SizeRun(ri, split_ops, isolate, stream) for ri in inputs]
+    sizes, facts = [], []
+    with compat.quiet_fx_errors():
+        warmed = [_guard(run.warm_up, False) for run in runs]  # the compile pass: every size before any capture
+        for run, ok in zip(runs, warmed):
+            if on_progress:
+                on_progress(f"capturing at {run.ri.capture_size} tokens")
+            try:
+                size, found = run.capture_and_check(ok)
+            except Exception as exc:
+                size, found = SizeReplay(run.ri.capture_size, run.ri.graph_index, "error", (), message=one_line(exc)), []
+            sizes.append(size)
+            facts += found
+    return sizes, facts
+
+
+def _guard(fn: Callable[[], bool], default: bool) -> bool:
+    try:
+        return fn()
+    except Exception:
+        return default
+
+
+def _findings(facts: Sequence[PieceFacts], roots: Sequence[str], functions: dict[int, str]) -> tuple[Finding, ...]:
+    """One finding per (cause, op, piece) across sizes: the first size that showed it."""
+    out: dict[tuple, Finding] = {}
+    for f in facts:
+        fn = functions.get(f.graph, "")
+        if f.failure is not None:
+            finding = capture_finding(f, roots, fn)
+        elif f.mismatch is not None:
+            finding = mismatch_finding(f, roots, fn)
+        else:
+            continue
+        key = (finding.kind, finding.details.match_key(), finding.file, finding.line, f.piece)
+        out.setdefault(key, finding)
+    return tuple(out.values())

@@ -1,0 +1,136 @@
+"""From "piece 2 failed" to "this op at this line, because": findings for a failed or differing piece."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from ..causes import CAUSES, capture_error_cause, mismatch_cause
+from ..details import CaptureDetails, ErrorDetails
+from ..frames import node_user_location, source_line
+from ..report import Finding
+
+
+@dataclass
+class Failure:
+    """Where and how a piece failed."""
+
+    error: str
+    """The primary error: the first one raised inside capture or replay."""
+    phase: str
+    """warmup (eager, default stream) | capture (capture stream, warm-up or capture) | replay."""
+    node: Any = None
+    """The FX node it was raised at (None: raised at capture end / on a later sync)."""
+    node_index: int = -1
+    sticky: bool = False
+    """The CUDA context is unusable afterwards (only a fresh process can go on)."""
+    searched: tuple[int, int] = (0, 0)
+    """For a bisection that had to stop: the prefix range still to search."""
+    syncs_inside: bool = False
+    """The op at the node is a custom op whose kernel was seen syncing in the eager run."""
+
+
+@dataclass
+class Mismatch:
+    """The first node whose replayed value differs from eager."""
+
+    node: Any
+    max_abs_err: float
+    cause: str = "unknown"
+
+
+@dataclass
+class PieceFacts:
+    """What localisation learned about one piece at one size."""
+
+    capture_size: int
+    graph: int
+    piece: int
+    failure: Optional[Failure] = None
+    mismatch: Optional[Mismatch] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def op_name(node: Any) -> str:
+    """The op a node runs, as the report shows it."""
+    from ..split import op_label
+
+    return op_label(node) if node is not None else ""
+
+
+def is_custom_op(node: Any) -> bool:
+    """A call of a registered op outside aten/prims (its kernel is opaque to Dynamo)."""
+    from .. import _torch_compat as compat
+
+    if node is None or node.op != "call_function" or not compat.is_op(node.target):
+        return False
+    return str(node.target).split(".")[0] not in ("aten", "prims", "prim")
+
+
+def capture_finding(facts: PieceFacts, roots: Sequence[str], function: str = "") -> Finding:
+    """A capture_failed error at the failing node's user line, with the primary error and a fix by cause.
+
+    A piece that already fails in the eager warm-up is the target's own error (``target_error``).
+    """
+    f = facts.failure
+    assert f is not None
+    op = op_name(f.node)
+    if f.phase == "warmup":
+        file, line = node_user_location(f.node, roots) if f.node is not None else ("", 0)
+        return Finding(kind="target_error", severity="error", op=op, file=file, line=line, code=source_line(file, line),
+                       message=f"piece {facts.piece}{_of(function)} raised in the eager warm-up at {facts.capture_size} tokens"
+                               + (f" at {op}" if op else "") + f": {f.error}",
+                       hint="The forward fails on the GPU even without capture: fix it first.",
+                       details=ErrorDetails(exception=f.error, capture_size=facts.capture_size))
+    cause = capture_error_cause(f.error, op, f.syncs_inside)
+    file, line = node_user_location(f.node, roots) if f.node is not None else ("", 0)
+    where = f"at {op}" if op else "(no single op: the error surfaced when capture ended)"
+    phase = {"warmup": "eager warm-up", "capture": "CUDA-graph capture", "replay": "graph replay"}.get(f.phase, f.phase)
+    return Finding(
+        kind="capture_failed", severity="error",
+        message=f"piece {facts.piece}{_of(function)} failed {phase} at {facts.capture_size} tokens {where}: "
+                f"it {CAUSES[cause].what} — {f.error}",
+        file=file, line=line, code=source_line(file, line), op=op, hint=CAUSES[cause].hint,
+        details=CaptureDetails(capture_size=facts.capture_size, graph=facts.graph, piece=facts.piece,
+                               node=f.node.name if f.node is not None else "", node_index=f.node_index, target=op,
+                               primary_error=f.error, cause=cause, phase=f.phase),
+    )
+
+
+def mismatch_finding(facts: PieceFacts, roots: Sequence[str], function: str = "") -> Finding:
+    """A replay_mismatch error at the first differing node's user line, with the likely cause."""
+    m = facts.mismatch
+    assert m is not None
+    op = op_name(m.node)
+    file, line = node_user_location(m.node, roots)
+    return Finding(
+        kind="replay_mismatch", severity="error",
+        message=f"piece {facts.piece}{_of(function)} differs from eager after replay at {facts.capture_size} tokens, first at "
+                f"{op} (max abs err {m.max_abs_err:.3g}): it {CAUSES[m.cause].what}",
+        file=file, line=line, code=source_line(file, line), op=op, hint=CAUSES[m.cause].hint,
+        details=CaptureDetails(capture_size=facts.capture_size, graph=facts.graph, piece=facts.piece, node=m.node.name,
+                               node_index=_index(m.node), target=op, cause=m.cause, phase="replay", max_abs_err=m.max_abs_err),
+    )
+
+
+def classify_mismatch(node: Any) -> str:
+    """The likely cause of a differing node, from what it is and what it reads."""
+    reads_host = any(_on_host(a) for a in node.all_input_nodes) and "copy" in str(node.target) or "_to_copy" in str(node.target)
+    reads_empty = any("empty" in str(a.target) for a in node.all_input_nodes if a.op != "placeholder")
+    return mismatch_cause(op_name(node), reads_host, reads_empty, is_custom_op(node))
+
+
+def _on_host(node: Any) -> bool:
+    val = node.meta.get("example_value", node.meta.get("val"))
+    return getattr(getattr(val, "device", None), "type", "") == "cpu"
+
+
+def _index(node: Any) -> int:
+    from .common import call_nodes
+
+    graph_module = node.graph.owning_module
+    return next((i for i, n in enumerate(call_nodes(graph_module)) if n is node), -1) if graph_module is not None else -1
+
+
+def _of(function: str) -> str:
+    return f" of {function}" if function else ""
