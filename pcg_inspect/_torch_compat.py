@@ -107,13 +107,18 @@ def optimize(
 
 @contextlib.contextmanager
 def tracing_config(recompile_limit: int = 64) -> Iterator[None]:
-    """Dynamo config for a collecting trace, restored on exit.
+    """Dynamo config for a collecting trace with the engine's semantics, restored on exit.
 
-    ``suppress_errors`` turns a frame Dynamo cannot compile at all (e.g. a custom op with no
-    fake impl raises TorchRuntimeError even with fullgraph=False) into an eager fallback that
-    we record, so the other frames are still traced and every problem is reported in one run.
+    sglang and vLLM compile with ``fullgraph=True``, which (torch 2.11 - 2.14,
+    ``torch/_dynamo/output_graph.py``: ``allow_scalar_outputs=one_graph or
+    config.capture_scalar_outputs``) lets ``.item()``, ``.tolist()``, ``nonzero``, mask indexing and
+    ``repeat_interleave`` stay in the graph as unbacked sizes instead of breaking. We trace with
+    ``fullgraph=False`` to see every break in one run, so the two configs that give the same
+    ShapeEnv are set here. ``suppress_errors`` turns a frame Dynamo cannot compile at all into an
+    eager fallback that we record, so the other frames are still traced.
     """
-    patches: dict[str, Any] = {"suppress_errors": True}
+    patches: dict[str, Any] = {"suppress_errors": True, "capture_scalar_outputs": True,
+                               "capture_dynamic_output_shape_ops": True}
     if hasattr(torch._dynamo.config, "recompile_limit"):  # renamed from cache_size_limit in 2.6
         patches["recompile_limit"] = recompile_limit
     else:  # pragma: no cover - torch < 2.6
@@ -277,14 +282,29 @@ def graph_break_id(gb_type: str) -> tuple[str, str]:
     return gb_id, url
 
 
-def guard_entry(entry: Any) -> tuple[str, str, str]:
-    """(type, source, code) of one ``GuardFilterEntry`` (torch >= 2.8)."""
+@dataclass
+class RawGuard:
+    """One guard as the filter saw it."""
+
+    type: str
+    source: str
+    code: str
+    has_value: bool = False
+    value: Any = None
+    """The guarded value, for Python scalars only (never a tensor or a module: no reference kept)."""
+    is_global: bool = False
+
+
+def guard_entry(entry: Any) -> RawGuard:
+    """Our record of one ``GuardFilterEntry`` (name, guard_type, value, is_global, orig_guard: torch >= 2.8)."""
     gtype = str(getattr(entry, "guard_type", "") or "")
     name = str(getattr(entry, "name", "") or "")
     orig = getattr(entry, "orig_guard", None)
     code_list = getattr(orig, "code_list", None) if orig is not None else None
     code = " and ".join(code_list) if code_list else ""
-    return gtype, name, code
+    value = getattr(entry, "value", None)
+    scalar = isinstance(value, (bool, int, float, str, type(None))) and bool(getattr(entry, "has_value", False))
+    return RawGuard(gtype, name, code, scalar, value if scalar else None, bool(getattr(entry, "is_global", False)))
 
 
 def guard_fail(fail: Any) -> RawGuardFail:
@@ -329,8 +349,16 @@ def has_fake_kernel(overload: Any) -> bool:
     library = getattr(torch, "_library", None)
     custom_ops = getattr(library, "custom_ops", None)
     opdef = getattr(custom_ops, "OPDEFS", {}).get(qualname) if custom_ops is not None else None
-    if opdef is not None:  # torch.library.custom_op: its registry entries raise without register_fake
-        return getattr(opdef, "_abstract_fn", None) is not None
+    if opdef is not None:  # torch.library.custom_op: its registry entries raise without register_fake...
+        if getattr(opdef, "_abstract_fn", None) is not None:
+            return True
+        # ...unless torch.library derives one: an op that only writes its mutable args and returns
+        # nothing (torch._library.utils.can_generate_trivial_fake_impl, torch >= 2.4).
+        trivial = getattr(getattr(library, "utils", None), "can_generate_trivial_fake_impl", None)
+        try:
+            return bool(trivial(overload)) if trivial is not None else False
+        except Exception:
+            return False
     simple = getattr(library, "simple_registry", None)
     if simple is not None:
         try:
@@ -434,15 +462,32 @@ def default_overload(packet: Any) -> Any:
 def mutates_unknown(overload: Any) -> bool:
     """A ``torch.library.custom_op`` declared with ``mutates_args="unknown"`` (every argument may be written).
 
-    Read from ``torch._library.custom_ops.OPDEFS`` (torch >= 2.4): the opdef keeps ``_mutates_args``.
+    The schema cannot tell it from listing every tensor argument (``infer_schema`` marks each
+    ``Tensor(aN!)`` either way), so the decorator in the op's source is read: the opdef in
+    ``torch._library.custom_ops.OPDEFS`` (torch >= 2.4) keeps the decorated function as ``_init_fn``.
     """
+    import inspect
+
     try:
         qualname = overload.name().split(".")[0]
     except Exception:
         return False
     custom_ops = getattr(getattr(torch, "_library", None), "custom_ops", None)
     opdef = getattr(custom_ops, "OPDEFS", {}).get(qualname) if custom_ops is not None else None
-    return opdef is not None and getattr(opdef, "_mutates_args", None) == "unknown"
+    fn = getattr(opdef, "_init_fn", None)
+    if fn is None or not all(a.alias_info is not None and a.alias_info.is_write
+                             for a in overload._schema.arguments if str(a.type).startswith("Tensor")):
+        return False
+    try:
+        source = "".join(inspect.getsourcelines(fn)[0])
+    except (OSError, TypeError):
+        return False
+    return bool(re.search(r"mutates_args\s*=\s*[\"']unknown[\"']", source))
+
+
+def version_counter(t: torch.Tensor) -> int:
+    """A tensor's version counter (bumped by every in-place write to it or a view of it; ``Tensor._version``)."""
+    return int(t._version)
 
 
 # ---------------------------------------------------------------- eager observation
@@ -466,12 +511,15 @@ def call_kernel_observed(mode: Any, func: Any, args: tuple, kwargs: dict) -> Any
     """
     device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), None)
     key = {"cpu": torch._C.DispatchKey.CPU, "cuda": torch._C.DispatchKey.CUDA}.get(device or "")
-    has = getattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", None)
-    if key is None or has is None or not has(func.name(), key):
+    # "computed": a kernel registered for the backend or through an alias key (CompositeExplicitAutograd).
+    has = getattr(torch._C, "_dispatch_has_computed_kernel_for_dispatch_key", None)
+    if key is None or has is None or not has(func.name(), key.name):
         return func(*args, **kwargs)
     python = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
+    # ADInplaceOrView back on too: in-place writes inside the kernel then bump version counters.
+    inplace = torch._C.DispatchKeySet(torch._C.DispatchKey.ADInplaceOrView)
     include = torch._C._dispatch_tls_local_include_set() | python
-    exclude = torch._C._dispatch_tls_local_exclude_set() - python
+    exclude = torch._C._dispatch_tls_local_exclude_set() - python - inplace
     with mode, torch._C._ForceDispatchKeyGuard(include, exclude):
         return func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
 
@@ -506,3 +554,26 @@ def quiet_fx_errors() -> Iterator[None]:
             fx_gm.print = saved  # type: ignore[attr-defined]
         else:
             del fx_gm.print  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- unbacked sizes
+
+
+def unbacked_bindings(node: Any) -> dict[Any, Any]:
+    """Unbacked symbols an FX node binds (``node.meta['unbacked_bindings']``, set by Dynamo since torch 2.4)."""
+    return dict(node.meta.get("unbacked_bindings") or {})
+
+
+def has_unbacked(value: Any) -> bool:
+    """Whether a traced value (tensor, SymInt, tuple of them) depends on an unbacked symbol."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    try:
+        return bool(free_unbacked_symbols(value))
+    except Exception:
+        return False
+
+
+def is_symbolic_scalar(value: Any) -> bool:
+    """A SymInt / SymFloat / SymBool (what ``.item()`` gives under capture_scalar_outputs)."""
+    return isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool))

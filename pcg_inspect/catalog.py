@@ -58,6 +58,40 @@ CATALOG: dict[str, dict[str, str]] = {
         "example": "def op(x: torch.Tensor) -> torch.Tensor:\n    return x.view(-1)",
         "fix": "return x.view(-1).clone()  # or write into a declared mutable output",
     },
+    "overdeclared_mutation": {
+        "title": "Over-declared mutation",
+        "severity": "warning; error for mutates_args=\"unknown\"",
+        "means": "An argument is declared mutable (`mutates_args`, schema `Tensor(a!)`) but the kernel never wrote it in "
+        "the eager run. Functionalization then copies it at every call for nothing; with `mutates_args=\"unknown\"` "
+        "every argument counts as written and lowering leaves `auto_functionalized` wrappers behind (ROCm/aiter 2780: "
+        "`auto_functionalized_v2 was not removed`).",
+        "example": '@torch.library.custom_op("ns::scale", mutates_args="unknown")\ndef scale(x: torch.Tensor) -> torch.Tensor:\n    return x * 2',
+        "fix": '@torch.library.custom_op("ns::scale", mutates_args=())',
+    },
+    "host_sync": {
+        "title": "Host sync inside a captured piece",
+        "severity": "error",
+        "means": "An op in a captured (non-split) piece reads device memory on the host or sizes its output by tensor "
+        "values: `.item()`, `int()`/`float()`/`bool()` of a tensor, `.tolist()`, `nonzero`, a boolean-mask index, "
+        "`unique`, `bincount`, `repeat_interleave` with tensor repeats and no `output_size`, `.cpu()`. sglang compiles "
+        "with fullgraph=True, which keeps these in the graph as unbacked sizes (no graph break), and CUDA-graph capture "
+        "of the piece then fails on the host sync (vllm-ascend 16457, vLLM 36519). Found in the traced graph, inside a "
+        "custom op's kernel (eager run), and in code Dynamo never reached. A host sync in a split op is fine: split "
+        "pieces run eagerly.",
+        "example": "n = int(lens.sum().item())\nreturn hidden[:n]",
+        "fix": "Compute the size before forward and pass it in, use a static bound with masking, pass output_size= to "
+        "repeat_interleave, or make the op a split op.",
+    },
+    "buffer_assignment": {
+        "title": "Buffer or tensor attribute assigned in forward",
+        "severity": "error",
+        "means": "forward rebinds a module buffer or tensor attribute (`self.cos_sin_cache = self.cos_sin_cache.to(dtype)`). "
+        "Dynamo writes a graph output back into the module after the graph, which vLLM rejects under CUDA graphs "
+        "(\"Assigning / modifying buffers ... not allowed\", vLLM 33663) and which changes module state between capture "
+        "and replay.",
+        "example": "self.cos_sin_cache = self.cos_sin_cache.to(query.dtype)",
+        "fix": "cos_sin_cache = self.cos_sin_cache.to(query.dtype)  # a local; convert the buffer once at load time",
+    },
     "split_output_address": {
         "title": "Split op returning a new tensor",
         "severity": "warning",
@@ -79,11 +113,12 @@ CATALOG: dict[str, dict[str, str]] = {
         "use torch._dynamo.mark_unbacked (--dynamic unbacked) to share one graph with T=1.",
     },
     "python_state_guard": {
-        "title": "Guard on Python state (recompile)",
+        "title": "Guard on Python state",
         "severity": "warning",
-        "means": "A guard on a Python value (an int attribute incremented in forward, an `is None` check on an "
-        "optional input) failed between calls. The value is baked into the captured graph; sglang saw recompiles "
-        "after capture from `layer_transfer_counter is None`.",
+        "means": "A guard pins a Python value into the captured graph: it failed between calls (an int attribute "
+        "incremented in forward, an `is None` check on an optional input; sglang saw recompiles after capture from "
+        "`layer_transfer_counter is None`), or, from the guard list even without a recompile, it reads a global such as "
+        "a per-batch context flag (sglang PR 37190: `is_extend_in_batch` made every shape recompile after capture).",
         "example": "self.step += 1\nreturn self.lin(x) * self.step",
         "fix": "Pass the value as a tensor input, keep it constant during capture, or move the state change out of forward.",
     },
@@ -106,24 +141,37 @@ CATALOG: dict[str, dict[str, str]] = {
     "side_effect": {
         "title": "Side effects in forward (graph-break category)",
         "severity": "graph break (error)",
-        "means": "Logging, printing, warnings in forward break the graph (sglang PR 19573: `Logger not supported`).",
+        "means": "Logging, printing, warnings in forward break the graph (sglang PR 19573: `Logger not supported`). Delete "
+        "the statement or run it only in eager; never wrap a Python builtin in a custom op.",
         "example": 'logger.info("tokens=%d", x.shape[0])',
         "fix": 'if not torch.compiler.is_compiling():\n    logger.info("tokens=%d", x.shape[0])',
     },
     "opaque_call": {
-        "title": "Opaque call (graph-break category)",
-        "severity": "graph break (error); also an unregistered_op finding with a wrapper",
-        "means": "Dynamo followed a call into code it cannot trace (a C extension, `subprocess`, `threading.Lock`, a "
-        "device query returning a non-tensor such as `torch.cuda.get_device_name`).",
-        "example": "name = torch.cuda.get_device_name()",
-        "fix": "Hoist constant results to __init__; wrap kernels as custom ops with fake impls.",
+        "title": "Opaque call into compiled code (graph-break category)",
+        "severity": "graph break (error); also an unregistered_op finding with a custom-op wrapper",
+        "means": "Dynamo followed a call into a kernel library it cannot trace: a pybind function, a JIT-kernel loader "
+        "that reaches `os.stat` / `subprocess` / `threading.Lock` (flashinfer, sglang 23386). The fix is a custom op "
+        "around the call, so the graph holds it as one node.",
+        "example": "h = flashinfer.norm.rmsnorm(h, self.weight, eps=1e-6)",
+        "fix": "Wrap the kernel call as a custom op with mutates_args and a fake impl (register_custom_op).",
+    },
+    "host_call": {
+        "title": "Host query or helper in forward (graph-break category)",
+        "severity": "graph break (error)",
+        "means": "forward calls host-side code that is not a kernel: a device or memory query that returns a non-tensor "
+        "(`torch.cuda.get_device_name`, sglang PR 10062), a standard-library helper (`bisect`, `threading`), or an "
+        "`lru_cache`'d platform probe that imports an optional module (sglang 39054: Dynamo ignores `lru_cache` and "
+        "the import fails). A custom-op wrapper is the wrong fix: the value does not change per batch.",
+        "example": "if has_fast_kernels():  # @lru_cache probe: try: import fast_kernels ...",
+        "fix": "Hoist it out of forward: compute it once in __init__ or at module import and keep the result.",
     },
     "unsupported_python": {
         "title": "Unsupported Python (graph-break category)",
         "severity": "graph break (error)",
-        "means": "A Python construct Dynamo cannot trace, or a break inside an active context manager (sglang PR 18184).",
-        "example": "with some_ctx():\n    print(x)",
-        "fix": "Restructure it, or move it out of the compiled forward.",
+        "means": "A Python construct Dynamo cannot trace: `copy.deepcopy` of a tensor, `sorted` with tensor keys, a break "
+        "inside an active context manager (sglang PR 18184).",
+        "example": "y = copy.deepcopy(x)",
+        "fix": "y = x.clone()  # tensor ops instead of Python object machinery",
     },
     "dynamo_error": {
         "title": "Dynamo error",
@@ -186,7 +234,8 @@ CATALOG: dict[str, dict[str, str]] = {
     "target_error": {
         "title": "Target error",
         "severity": "error",
-        "means": "The target raised even in eager (Dynamo's fallback): fix it before tracing.",
+        "means": "The target raises even in eager (wrong input shapes, a bug): fix it before tracing. It is reported as "
+        "the target's error at its line, not as a graph break.",
         "example": "",
         "fix": "",
     },

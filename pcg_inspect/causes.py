@@ -34,7 +34,7 @@ CAUSES = {
     "dynamic_shape": Cause("dynamic_shape", "sizes its output by tensor values, so the host must read them inside a captured piece",
                            "Use a static upper bound (nonzero_static / a fixed-size topk, masking the padding) so the shape "
                            "does not depend on data, or make the op a split op so it runs eagerly."),
-    "repeat_interleave": Cause("repeat_interleave", "repeat_interleave with tensor repeats reads their sum on the host",
+    "repeat_interleave": Cause("repeat_interleave", "reads the sum of its tensor repeats on the host (repeat_interleave without output_size)",
                                "Pass output_size= (the total, known before forward or a static bound): "
                                "torch.repeat_interleave(x, repeats, dim=0, output_size=total)."),
     "host_copy": Cause("host_copy", "copies a device tensor to the host inside a captured piece",

@@ -75,10 +75,13 @@ def run_here(options: TraceOptions, progress: Optional[Progress] = None) -> Repo
 
 def _pipeline(options: TraceOptions, progress: Optional[Progress], context: RankContext,
               checkpoint: Optional[Callable[[Report], None]]) -> Any:
+    import contextlib
+
     from .deadline import Deadline
     from .pipeline import run
 
-    with Deadline(options.timeout_s, on_stuck=_say_stuck(options)):
+    # The target's own prints go to stderr: stdout carries only what we print (JSON with --json -).
+    with Deadline(options.timeout_s, on_stuck=_say_stuck(options)), contextlib.redirect_stdout(sys.stderr):
         return run(options, context, progress, checkpoint)
 
 

@@ -45,6 +45,8 @@ class Target:
     """Folders whose files count as user code (the target file's folder / package)."""
     factory_file: str
     factory_line: int
+    fixed_inputs: bool = False
+    """The factory takes no ``tokens``: one call at its inputs' own token count."""
 
 
 def load(
@@ -70,8 +72,6 @@ def load(
     Raises:
         TargetError: any problem locating, importing or calling the factory, or a bad return value.
     """
-    import torch
-
     from . import models
 
     mod: Any = None
@@ -82,39 +82,13 @@ def load(
         if model_options is not None and not model_options.is_default():
             raise UsageError("--layers, --num-layers, --attn and --override apply to model targets only, "
                              f"not to {spec!r} (a file:factory target builds its own module)")
-        mod, attr, roots = _import_target(spec)
-        factory = getattr(mod, attr, None)
-        if factory is None:
-            where = spec.rpartition(":")[0]
-            raise TargetError(f"{spec}: {where} has no attribute {attr!r}")
-        if not callable(factory):
-            raise TargetError(f"{spec}: {attr!r} is not callable (got {type(factory).__name__})")
+        mod, factory, roots = _factory_of(spec)
         model_split_ops = ()
     torch_dtype = _torch_dtype(dtype) if dtype else None
     params = _parameters(factory)
-    takes_tokens = "tokens" in params
-    calls: list[Call] = []
-    module = None
-    sizes: tuple[int | None, ...] = tuple(capture_sizes) if takes_tokens else (None,)
-    for tokens in sizes:
-        kwargs: dict[str, Any] = {}
-        if takes_tokens:
-            kwargs["tokens"] = tokens
-        if "device" in params:
-            kwargs["device"] = device
-        if "dtype" in params and torch_dtype is not None:
-            kwargs["dtype"] = torch_dtype
-        if "rank" in params:
-            kwargs["rank"] = rank
-        if "world_size" in params:
-            kwargs["world_size"] = world_size
-        torch.manual_seed(0)
-        result = _call_factory(spec, factory, kwargs)
-        m, args, call_kwargs = _normalise(spec, result, tokens)
-        if module is None:
-            module = m
-        calls.append(Call(tokens, args, call_kwargs))
-    assert module is not None  # sizes is never empty
+    base = {k: v for k, v in (("device", device), ("dtype", torch_dtype), ("rank", rank), ("world_size", world_size))
+            if k in params and v is not None}
+    module, calls, fixed = _build(spec, factory, params, base, capture_sizes)
     module = _place(module, device, torch_dtype if "dtype" not in params else None)
     for c in calls:
         c.args = tuple(_place_value(a, device, torch_dtype) for a in c.args)
@@ -122,7 +96,52 @@ def load(
     _infer_token_dims(calls)
     split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ()) + tuple(model_split_ops)
     file, line = _source_of(factory)
-    return Target(spec, module, calls, split_ops, roots, file, line)
+    return Target(spec, module, calls, split_ops, roots, file, line, fixed)
+
+
+def _factory_of(spec: str) -> tuple[Any, Callable[..., Any], tuple[str, ...]]:
+    mod, attr, roots = _import_target(spec)
+    factory = getattr(mod, attr, None)
+    if factory is None:
+        raise TargetError(f"{spec}: {spec.rpartition(':')[0]} has no attribute {attr!r}")
+    if not callable(factory):
+        raise TargetError(f"{spec}: {attr!r} is not callable (got {type(factory).__name__})")
+    return mod, factory, roots
+
+
+def _build(spec: str, factory: Callable[..., Any], params: set[str], base: dict[str, Any],
+           capture_sizes: tuple[int, ...]) -> tuple[Any, list[Call], bool]:
+    """(module, one Call per size, fixed inputs?) from the factory.
+
+    A factory taking ``tokens`` is called per size (its first module is traced at every size); a
+    bare module gets inputs built at every size; fixed inputs give one size, their token count.
+    """
+    import torch
+
+    if "tokens" in params:
+        module, calls = None, []
+        for tokens in capture_sizes:
+            torch.manual_seed(0)
+            m, args, kwargs = _normalise(spec, _call_factory(spec, factory, {**base, "tokens": tokens}), tokens)
+            module = module if module is not None else m
+            calls.append(Call(tokens, args, kwargs))
+        return module, calls, False
+    torch.manual_seed(0)
+    result = _call_factory(spec, factory, base)
+    if isinstance(result, torch.nn.Module):
+        return result, [Call(t, _default_inputs(spec, result, t), {}) for t in capture_sizes], False
+    module, args, kwargs = _normalise(spec, result, None)
+    return module, [Call(_fixed_tokens(args, kwargs), args, kwargs)], True
+
+
+def _fixed_tokens(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The token count of fixed inputs: dim 0 of the first tensor that has one."""
+    import torch
+
+    for v in list(args) + list(kwargs.values()):
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    return 1
 
 
 def _transformers_roots() -> tuple[str, ...]:
@@ -242,10 +261,6 @@ def _infer_token_dims(calls: list[Call]) -> None:
     sized = [c for c in calls if c.tokens is not None]
     for c in calls:
         for path, t in _tensors(c):
-            if c.tokens is None:
-                if t.dim() > 0:
-                    c.token_dims[path] = 0
-                continue
             for d in range(t.dim()):
                 if all(_dim_of(o, path, d) == o.tokens for o in sized):
                     c.token_dims[path] = d

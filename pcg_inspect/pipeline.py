@@ -101,6 +101,9 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
     ops, state.sglang_version, warnings = split_stage.resolve_split_ops(
         options.split_ops, state.target.split_ops, options.use_sglang_split_ops)
     state.split_ops, state.warnings = tuple(ops), list(warnings)
+    if state.target.fixed_inputs:
+        state.warnings.append(f"the factory takes no `tokens`: traced, observed and replayed at its inputs' own size "
+                              f"({state.target.calls[0].tokens} tokens); give it a `tokens` parameter to check every capture size")
     with _stage(state, "trace"):
         state.result = trace.trace(state.target, options.dynamic, on_progress=say, record_inputs=options.replay)
     with _stage(state, "analyze"):

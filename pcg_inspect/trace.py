@@ -38,7 +38,7 @@ class RawGuardSet:
     compile_id: str
     code: Any
     graph: Optional[int]
-    guards: list[tuple[str, str, str]]
+    guards: list[compat.RawGuard]
 
 
 @dataclass

@@ -14,7 +14,7 @@ BREAKS = str(TARGETS / "breaks.py")
         ("make_missing_fake", "missing_fake_impl", "BREAK:missing_fake_impl", "GB0090"),
         ("make_data_dependent", "data_dependent", "BREAK:data_dependent", "GB0170"),
         ("make_side_effect", "side_effect", "BREAK:side_effect", None),
-        ("make_opaque", "opaque_call", "BREAK:opaque_call", None),
+        ("make_opaque", "host_call", "BREAK:host_call", None),
     ],
 )
 def test_each_category_at_its_line(factory, category, marker, gb_id):

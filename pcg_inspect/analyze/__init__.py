@@ -1,10 +1,15 @@
-"""Stage 3, analyze: turn what Dynamo reported into graph breaks, guards, recompiles and findings."""
+"""Stage 3, analyze: turn what Dynamo reported, and what the eager run saw, into breaks, guards and findings.
+
+``analyze`` runs before the split; ``with_piece_findings`` adds what needs the pieces (host syncs
+inside captured pieces, split ops returning fresh tensors).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
 
 from ..details import ErrorDetails, OpDetails
 from ..errors import one_line
@@ -14,16 +19,24 @@ from ..report import Finding, GraphBreak, GuardSet, Recompile
 from ..trace import TraceResult
 from .breaks import build_breaks
 from .guards import build_guard_sets, build_recompiles, recompile_findings
-from .ops import observe, op_findings
+from .hostsync import host_sync_findings
+from .observe import Observation, observe
+from .ops import op_findings
+from .reach import reached_lines
 from .source import data_ptr_findings
+from .state import buffer_findings, state_guard_findings
 
 
 @dataclass(frozen=True)
 class Analysis:
+    """The analysis records (JSON-safe), plus the live observation later steps reuse."""
+
     graph_breaks: tuple[GraphBreak, ...]
     findings: tuple[Finding, ...]
     guards: tuple[GuardSet, ...]
     recompiles: tuple[Recompile, ...]
+    observation: Optional[Observation] = None
+    reached: frozenset[tuple[str, int]] = field(default_factory=frozenset)
 
 
 def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> Analysis:
@@ -31,48 +44,77 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
 
     Args:
         result: from ``trace.trace``.
-        target: the loaded target (for user-code roots and token inputs).
-        observe_ops: run the target eagerly under a dispatch mode to check its custom ops.
+        target: the loaded target (for user-code roots and inputs).
+        observe_ops: run the target eagerly under the observer (op, host-sync and state findings).
     Returns:
-        Analysis records, JSON-safe.
+        Analysis.
     """
     roots = target.roots
-    breaks = build_breaks(result.breaks, result.sizes_per_break, roots)
-    guards = build_guard_sets(result.guard_sets)
+    breaks = _without_target_failures(build_breaks(result.breaks, result.sizes_per_break, roots), result, roots)
     recompiles = build_recompiles(result.recompiles)
-    findings: list[Finding] = []
-    findings += _fatal_findings(breaks)
+    obs = observe(target.module, target.calls, roots) if observe_ops else None
+    reached = reached_lines(result.graphs, breaks)
+    findings: list[Finding] = _fatal_findings(breaks)
     findings += recompile_findings(recompiles, roots)
     findings += _call_error_findings(result, roots)
-    if observe_ops and not result.call_errors:
-        ops = observe(target.module, target.calls)
-        findings += op_findings(ops, result.graphs, breaks, roots)
-    breaks = _observed_fixes(breaks, findings)
+    if obs is not None:
+        findings += op_findings(obs, result.graphs, breaks, reached, roots)
+    breaks = _observed_fixes(breaks, findings, obs)
     findings += data_ptr_findings(result.graphs, breaks, roots)
-    findings += _opaque_findings(breaks, findings)
-    return Analysis(tuple(breaks), tuple(findings), tuple(guards), tuple(recompiles))
+    findings += _opaque_findings(breaks)
+    findings += buffer_findings(target.module, obs, reached, roots)
+    findings += _new_state_guards(state_guard_findings(result.guard_sets, reached, roots), findings)
+    return Analysis(tuple(breaks), tuple(findings), tuple(build_guard_sets(result.guard_sets)), tuple(recompiles),
+                    obs, frozenset(reached))
 
 
 def with_piece_findings(analysis: Analysis, result: TraceResult, cut: Any, target: Target) -> Analysis:
-    """Findings that need the split: a split op's fresh output read by a captured piece."""
-    import dataclasses
+    """Findings that need the split: host syncs inside captured pieces, split ops returning fresh tensors."""
+    syncs = host_sync_findings(result.graphs, cut, analysis.observation, set(analysis.reached), analysis.graph_breaks,
+                               _split_names(cut), target.roots)
+    return dataclasses.replace(analysis, findings=analysis.findings + tuple(syncs) + tuple(cut.findings))
 
-    return dataclasses.replace(analysis, findings=analysis.findings + tuple(cut.findings))
+
+def _split_names(cut: Any) -> list[str]:
+    return sorted({op for p in cut.pieces if p.is_split for op in p.ops})
 
 
-def _observed_fixes(breaks: list[GraphBreak], findings: Sequence[Finding]) -> list[GraphBreak]:
-    # A missing-fake break gets the fake impl derived from observed shapes, when the op was observed.
-    import dataclasses
+def _new_state_guards(guards: list[Finding], findings: Sequence[Finding]) -> list[Finding]:
+    # A guard that already failed during the trace is reported as a recompile, with its reason.
+    failed = " ".join(f.details.guard for f in findings if f.kind == "python_state_guard")
+    return [g for g in guards if g.details.source not in failed and g.details.guard not in failed]
 
-    observed = {f.op: f.fix for f in findings if f.kind == "unregistered_op" and f.op and f.fix}
+
+def _without_target_failures(breaks: list[GraphBreak], result: TraceResult, roots: Sequence[str]) -> list[GraphBreak]:
+    """A frame Dynamo gave up on because the target itself raises (wrong input shapes, a bug) is the
+    target's error (a ``target_error`` finding), not a graph break."""
+    if not result.call_errors:
+        return breaks
+    texts = [str(e.exc).strip().splitlines()[0] for e in result.call_errors if str(e.exc).strip()]
+    lines = {_user_line(e.exc, roots) for e in result.call_errors}
+    return [b for b in breaks if not (b.fatal and ((b.file, b.line) in lines or any(t and t in b.reason for t in texts)))]
+
+
+def _user_line(exc: BaseException, roots: Sequence[str]) -> tuple[str, int]:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename, roots)]
+    return (frames[-1].filename, int(frames[-1].lineno or 0)) if frames else ("", 0)
+
+
+def _observed_fixes(breaks: list[GraphBreak], findings: Sequence[Finding], obs: Optional[Observation]) -> list[GraphBreak]:
+    # A missing-fake break gets the fake impl derived from observed shapes, when the op was observed
+    # (also for a fake impl that raises: the user replaces its body).
+    from .ops import fake_impl_from_observation
+
+    observed = {name: fake_impl_from_observation(info) for name, info in (obs.ops.items() if obs else ()) if info.calls}
+    observed.update({f.op: f.fix for f in findings if f.kind == "unregistered_op" and f.op and f.fix})
     return [
         dataclasses.replace(b, fix=observed[b.op]) if b.category == "missing_fake_impl" and b.op in observed else b
         for b in breaks
     ]
 
 
-def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) -> list[Finding]:
-    # A library call Dynamo cannot trace: the fix is a custom-op wrapper around that call.
+def _opaque_findings(breaks: Sequence[GraphBreak]) -> list[Finding]:
+    # A call into compiled code Dynamo cannot trace: the fix is a custom-op wrapper around that call.
     from .ops import sglang_available, wrapper_for_call
 
     sglang = sglang_available()
@@ -82,45 +124,25 @@ def _opaque_findings(breaks: Sequence[GraphBreak], findings: Sequence[Finding]) 
             continue
         lib = library_frame(b.user_stack) if any(not f.is_user for f in b.user_stack) else None
         reached = f" (Dynamo reached {lib.file}:{lib.line} in {lib.function})" if lib else ""
-        out.append(
-            Finding(
-                kind="unregistered_op",
-                severity="error",
-                message=f"an opaque call Dynamo cannot trace{reached}: under PCG it must be a registered custom op",
-                file=b.file,
-                line=b.line,
-                function=b.function,
-                code=b.code,
-                hint="Wrap the call as a custom op with a fake impl (below; with sglang, register_custom_op). "
-                "Check mutates_args and the fake's output shape against the kernel.",
-                fix=wrapper_for_call(b.code, sglang=sglang),
-                details=OpDetails({}, (), (), (), library_frame=f"{lib.file}:{lib.line}" if lib else ""),
-            )
-        )
+        out.append(Finding(
+            kind="unregistered_op", severity="error",
+            message=f"an opaque call Dynamo cannot trace{reached}: under PCG it must be a registered custom op",
+            file=b.file, line=b.line, function=b.function, code=b.code,
+            hint="Wrap the call as a custom op with a fake impl (below; with sglang, register_custom_op). "
+            "Check mutates_args and the fake's output shape against the kernel.",
+            fix=wrapper_for_call(b.code, sglang=sglang),
+            details=OpDetails({}, (), (), (), library_frame=f"{lib.file}:{lib.line}" if lib else ""),
+        ))
     return out
 
 
 def _fatal_findings(breaks: Sequence[GraphBreak]) -> list[Finding]:
-    out = []
-    for b in breaks:
-        if not b.fatal:
-            continue
-        out.append(
-            Finding(
-                kind="dynamo_error",
-                severity="error",
-                message=f"Dynamo raised while tracing {b.function}: {b.reason}",
-                file=b.file,
-                line=b.line,
-                function=b.function,
-                code=b.code,
-                op=b.op,
-                hint=b.hint,
-                fix=b.fix,
-                details=ErrorDetails(exception=_first(b.reason)),
-            )
-        )
-    return out
+    return [
+        Finding(kind="dynamo_error", severity="error", message=f"Dynamo raised while tracing {b.function}: {b.reason}",
+                file=b.file, line=b.line, function=b.function, code=b.code, op=b.op, hint=b.hint, fix=b.fix,
+                details=ErrorDetails(exception=_first(b.reason)))
+        for b in breaks if b.fatal
+    ]
 
 
 def _first(text: str) -> str:
@@ -128,23 +150,22 @@ def _first(text: str) -> str:
 
 
 def _call_error_findings(result: TraceResult, roots: Sequence[str]) -> list[Finding]:
-    out = []
+    """One target_error per line the target raised at, with every size it raised at."""
+    by_line: dict[tuple[str, int, str], list[Any]] = {}
     for err in result.call_errors:
         frames = traceback.extract_tb(err.exc.__traceback__)
         mine = [f for f in frames if is_user_file(f.filename, roots)]
         f = mine[-1] if mine else (frames[-1] if frames else None)
-        out.append(
-            Finding(
-                kind="target_error",
-                severity="error",
-                message=f"the target raised {one_line(err.exc)}"
-                + (f" at {err.capture_size} tokens" if err.capture_size else ""),
-                file=f.filename if f else "",
-                line=int(f.lineno or 0) if f else 0,
-                function=f.name if f else "",
-                code=source_line(f.filename, int(f.lineno or 0)) if f else "",
-                hint="The forward fails even when Dynamo falls back to eager: fix it before tracing.",
-                details=ErrorDetails(exception=one_line(err.exc), capture_size=err.capture_size),
-            )
-        )
+        key = (f.filename if f else "", int(f.lineno or 0) if f else 0, f.name if f else "")
+        by_line.setdefault(key, []).append(err)
+    out = []
+    for (file, line, function), errs in by_line.items():
+        sizes = sorted(e.capture_size for e in errs if e.capture_size)
+        at = f" at {', '.join(map(str, sizes))} tokens" if sizes else ""
+        out.append(Finding(
+            kind="target_error", severity="error", message=f"the target raised {one_line(errs[0].exc)}{at}",
+            file=file, line=line, function=function, code=source_line(file, line),
+            hint="The forward fails even without Dynamo (eager): fix it (wrong input shapes, a bug) before tracing.",
+            details=ErrorDetails(exception=one_line(errs[0].exc), capture_size=sizes[0] if sizes else None),
+        ))
     return out

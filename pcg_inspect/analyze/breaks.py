@@ -8,83 +8,61 @@ from typing import Optional, Sequence
 from .. import _torch_compat as compat
 from ..report import Frame, GraphBreak
 from .fixes import data_ptr_fix, eager_only_fix, fake_impl_skeleton
-from ..frames import library_frame, to_frames, user_frame
+from ..frames import library_entry, library_frame, to_frames, user_frame
 
 CATEGORIES = (
     "data_ptr",
     "missing_fake_impl",
     "opaque_call",
+    "host_call",
     "data_dependent",
     "side_effect",
     "unsupported_python",
     "other",
 )
 
+# Strong signals in the user's own source line decide first: a break is categorised by its cause,
+# not by the surface exception Dynamo raised there (arithmetic on data_ptr() values raises a
+# TypeError inside Dynamo, reported as "Observed exception").
+_SOURCE_RULES: tuple[tuple[str, str], ...] = (
+    ("data_ptr", r"\.data_ptr\(\)"),
+    ("side_effect", r"(^|[^\w.])print\(|\bwarnings\.warn\(|\b(log|logger|logging)\.(debug|info|warning|warn|error|exception|critical)\("),
+)
+
 _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data_ptr", ("data pointer", "data_ptr", "dataptrvariable")),
-    (
-        "missing_fake_impl",
-        ("fake tensor", "fake impl", "meta kernel", "no fake", "register_fake", "abstract impl"),
-    ),
-    (
-        "data_dependent",
-        (
-            "data-dependent",
-            "data dependent",
-            "tensor.item",
-            "dynamic shape operator",
-            "guardondatadependent",
-            "could not guard on",
-            "unbacked",
-            "tolist",
-        ),
-    ),
-    ("side_effect", ("logging", "logger", "builtin print", "print(", "warnings.warn", "side effect")),
-    (
-        "opaque_call",
-        (
-            "marked as skipped",
-            "skipped function",
-            "returned non-tensor",
-            "non-tensor",
-            "pybind",
-            "c function",
-            "builtin_function_or_method",
-            "unsupported function",
-            "failed to trace builtin",
-            "posix",
-            "subprocess",
-            "threading",
-            "compiler.disable",
-            "disabled function",
-        ),
-    ),
-    (
-        "unsupported_python",
-        (
-            "context manager",
-            "generator",
-            "unsupported method",
-            "unsupported python",
-            "try/except",
-            "exception",
-            "unsupported",
-        ),
-    ),
+    ("missing_fake_impl", ("fake tensor", "fake impl", "meta kernel", "no fake", "register_fake", "abstract impl",
+                           "unsupportedfaketensorexception", "running fx node")),
+    ("side_effect", ("logging", "logger", "builtin operator `print`", "builtin print", "_warnings.warn", "warnings.warn",
+                     "side effect")),
+    ("data_dependent", ("data-dependent", "data dependent", "tensor.item", "dynamic shape operator", "guardondatadependent",
+                        "could not guard on", "unbacked", "tolist")),
+    ("host_call", ("returned non-tensor", "import failure")),
+    ("unsupported_python", ("deepcopy", "non-constant key", "context manager", "generator", "unsupported method",
+                            "unsupported python", "try/except")),
+    ("opaque_call", ("marked as skipped", "skipped function", "non-tensor", "pybind", "c function", "builtin_function_or_method",
+                     "unsupported function", "failed to trace builtin", "posix", "subprocess", "threading",
+                     "compiler.disable", "disabled function")),
+    ("unsupported_python", ("exception", "unsupported")),
 )
 
 _HINTS = {
     "data_ptr": (
         "Reading an address breaks capture (and a captured graph would bake it in): run the check "
-        "only in eager with `not torch.compiler.is_compiling() and ...`."
+        "only in eager with `not torch.compiler.is_compiling() and ...`; an address used in arithmetic must be "
+        "computed outside the compiled forward and passed in."
     ),
     "missing_fake_impl": (
         "Register the op with a fake impl so Dynamo can trace it as one node "
         "(torch.library.register_fake, or sglang's register_custom_op(..., fake_impl=...))."
     ),
     "opaque_call": (
-        "Dynamo cannot see inside this call: wrap it as a custom op with mutates_args and a fake "
-        "impl (register_custom_op), or hoist a constant result (device queries) to __init__."
+        "Dynamo cannot see inside this call into compiled code: wrap it as a custom op with mutates_args and a "
+        "fake impl (register_custom_op), so the graph holds it as one node."
+    ),
+    "host_call": (
+        "A host-side query or helper in forward (a device/memory query, a platform probe, a stdlib helper, an import): "
+        "hoist it out of forward — compute it once in __init__ or at module import and keep the result."
     ),
     "data_dependent": (
         "A branch on tensor values cannot be captured: decide it outside the captured region "
@@ -92,25 +70,51 @@ _HINTS = {
         "or make it branch-free with torch.where."
     ),
     "side_effect": (
-        "Logging/printing in forward breaks the graph: move it out of forward or run it only in "
-        "eager with `if not torch.compiler.is_compiling():`."
+        "Logging, printing or warning in forward breaks the graph: delete it, or run it only in eager "
+        "with `if not torch.compiler.is_compiling():`."
     ),
     "unsupported_python": (
-        "Dynamo cannot trace this Python construct: restructure it (e.g. move the break out of the "
-        "`with` block), or run it outside the compiled forward."
+        "Dynamo cannot trace this Python construct: rewrite it with tensor ops (e.g. x.clone() for copy.deepcopy, "
+        "torch.stack + argsort for sorting by tensor values), or move it out of the compiled forward."
     ),
     "other": "See the torch graph-break page for this type; under fullgraph=True it stops capture.",
 }
 
 
-def categorise(gb_type: str, message: str) -> str:
-    """PCG category of a graph break from its type and message."""
-    # The type decides first; the message (whose examples mention other things) only if it is silent.
+def categorise(gb_type: str, message: str, code: str = "", frames: Sequence[Frame] = ()) -> str:
+    """PCG category of a graph break: the user's source line first, then Dynamo's type, then its message."""
+    for category, pattern in _SOURCE_RULES:
+        if code and re.search(pattern, code):
+            return category
     for text in (gb_type.lower(), message.lower()):
         for category, needles in _RULES:
             if any(n in text for n in needles):
-                return category
+                return "host_call" if category == "opaque_call" and _calls_host_code(message, frames) else category
     return "other"
+
+
+def _calls_host_code(message: str, frames: Sequence[Frame]) -> bool:
+    """A skipped call into the standard library or torch's host API (to hoist), not into a kernel library (to wrap).
+
+    The library the user's code called decides: a third-party package (flashinfer, whose JIT loader
+    reaches threading and os.stat) is a kernel call; the user's own code calling the stdlib is host code.
+    """
+    import sys
+
+    entry = library_entry(frames)
+    if entry is not None:
+        return _is_stdlib(entry.file)
+    m = re.search(r"module: ([\w.]+)|builtin `([\w.]+)", message)
+    modules = {n.split(".")[0] for n in (g for g in (m.groups() if m else ()) if g)}
+    stdlib = set(getattr(sys, "stdlib_module_names", ()))
+    return bool(modules & stdlib or {m.lstrip("_") for m in modules} & stdlib)
+
+
+def _is_stdlib(path: str) -> bool:
+    import sysconfig
+
+    stdlib = sysconfig.get_paths().get("stdlib", "")
+    return bool(stdlib) and path.startswith(stdlib) and "site-packages" not in path
 
 
 def op_from_message(message: str) -> str:
@@ -120,6 +124,7 @@ def op_from_message(message: str) -> str:
         r"CustomOpDef\(([\w]+::[\w]+)\)",
         r"([\w]+::[\w]+)(?:\.[\w]+)?: attempted to run this operator with Meta tensors",
         r"operator ([\w]+::[\w]+)",
+        r"call_function (?!aten\.|prims\.)([\w]+\.[\w]+)\.[\w]+\(",
     ):
         m = re.search(pat, message)
         if m:
@@ -144,7 +149,7 @@ def build_breaks(
         uf = user_frame(frames)
         parts = compat.split_unsupported_message(rb.message)
         gb_type = rb.gb_type if rb.exc_type == "Unsupported" else (parts["gb_type"] or rb.gb_type)
-        category = categorise(gb_type, rb.message)
+        category = categorise(gb_type, rb.message, uf.code if uf else "", frames)
         # One entry per line to edit: a library call that breaks in several places inside the
         # library (flashinfer's JIT loader) is one problem at the user's call.
         key = (category, "", uf.file if uf else "", uf.line if uf else 0)
@@ -198,8 +203,7 @@ def _to_break(entry: dict) -> GraphBreak:
     elif category == "side_effect":
         fix = eager_only_fix(code)
     elif category == "missing_fake_impl" and op:
-        hint = f"`{op}` has no fake/meta kernel: register one so Dynamo can trace it as one node."
-        fix = fake_impl_skeleton(op)
+        hint, fix = _missing_fake_advice(op)
     elif "constraints violated" in rb.message.lower() or "as dynamic but your code specialized" in rb.message:
         hint, fix = _constraint_hint(rb.message), ""
     elif category == "opaque_call" and uf is not None and entry["frames"] and not entry["frames"][-1].is_user:
@@ -223,6 +227,15 @@ def _to_break(entry: dict) -> GraphBreak:
         occurrences=entry["occurrences"],
         fatal=rb.hard,
     )
+
+
+def _missing_fake_advice(op: str) -> tuple[str, str]:
+    packet = compat.resolve_op(op)
+    overload = compat.default_overload(packet) if packet is not None else None
+    if overload is not None and compat.has_fake_kernel(overload):
+        return (f"`{op}` has a fake impl, but it raises on these inputs: Dynamo cannot trace the call. Make the fake "
+                "return empty tensors shaped like the kernel's outputs (below, replace your fake's body).", "")
+    return f"`{op}` has no fake/meta kernel: register one so Dynamo can trace it as one node.", fake_impl_skeleton(op)
 
 
 def _constraint_hint(message: str) -> str:

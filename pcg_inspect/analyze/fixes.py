@@ -14,9 +14,9 @@ def data_ptr_fix(code: str) -> str:
         cond = m.group(3).strip()
         return f"{m.group(2)} not torch.compiler.is_compiling() and ({cond}):"
     m = re.match(r"^(.*?)=\s*(.*data_ptr\(\).*)$", code)
-    if m:
+    if m and re.search(r"==|!=|\bis\b", m.group(2)):  # a flag from comparing addresses: False under compile
         return f"{m.group(1).rstrip()} = (not torch.compiler.is_compiling()) and ({m.group(2).strip()})"
-    return ""
+    return ""  # an address used as a value: the user decides where to compute it
 
 
 def eager_only_fix(code: str) -> str:

@@ -25,7 +25,7 @@ def build_guard_sets(raw: Sequence[RawGuardSet]) -> list[GuardSet]:
     out = []
     for gs in raw:
         fn, file, line = _frame_of(gs.code)
-        guards = tuple(Guard(t, s, c) for t, s, c in gs.guards)
+        guards = tuple(Guard(g.type, g.source, g.code) for g in gs.guards)
         out.append(GuardSet(gs.compile_id, fn, file, line, gs.graph, guards))
     return out
 

@@ -1,6 +1,6 @@
-"""Ops under PCG: observe every custom op in an eager run and check what Dynamo will assume of it.
+"""Ops under PCG: what the eager observation says about each custom op, as findings at the calling line.
 
-For each non-aten op called by the target (seen at the dispatcher, so C++ extension ops count):
+For each non-aten op the target called (seen at the dispatcher, so C++ extension ops count):
 - ``unregistered_op``: no fake/meta kernel. Dynamo breaks on it (or, for an op that returns
   nothing, records it blind). A fake impl is derived from the shapes observed at two sizes.
 - ``fake_impl_mismatch``: the fake impl's output shape/dtype/device differs from the kernel's.
@@ -12,159 +12,42 @@ For each non-aten op called by the target (seen at the dispatcher, so C++ extens
 from __future__ import annotations
 
 import ast
-import re
-from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from .. import _torch_compat as compat
 from ..details import OpDetails
+from ..frames import is_user_file, node_user_location, source_line
 from ..report import Finding
-from ..frames import is_user_file, source_line
-
-
-@dataclass
-class OpCall:
-    """One observed call of an op."""
-
-    tokens: Optional[int]
-    arg_names: list[str]
-    args: list[Any]
-    """Per argument: ('tensor', shape, dtype, device) or the Python value."""
-    outputs: list[tuple]
-    """Per tensor output: (shape, dtype, device, stride)."""
-    mutated: list[str]
-    aliased: list[str]
-    fake_outputs: Optional[list[tuple]] = None
-    fake_error: str = ""
-
-
-@dataclass
-class OpInfo:
-    name: str
-    """'ns.op' (overload dropped when default)."""
-    overload: Any
-    has_fake: bool
-    declared_mutable: list[str]
-    returns_nothing: bool
-    calls: list[OpCall] = field(default_factory=list)
-
-
-def observe(module: Any, calls: Sequence[Any], skip_namespaces: Sequence[str] = ("aten", "prim", "prims")) -> dict[str, OpInfo]:
-    """Run the module eagerly at up to two capture sizes and record every custom op call.
-
-    Args:
-        module: the target module.
-        calls: ``load.Call`` records (inputs per capture size).
-    Returns:
-        Op name -> OpInfo.
-    """
-    import torch
-
-    TorchDispatchMode = compat.dispatch_mode_base()
-    ops: dict[str, OpInfo] = {}
-    state = {"tokens": None}
-
-    class Observe(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
-            kwargs = kwargs or {}
-            ns = getattr(func, "namespace", "")
-            if ns in skip_namespaces or not ns:
-                return func(*args, **kwargs)
-            return _observe_call(func, args, kwargs, ops, state["tokens"])
-
-    chosen = sorted((c for c in calls), key=lambda c: -(c.tokens or 0))[:2]
-    for c in chosen:
-        state["tokens"] = c.tokens
-        a = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in c.args]
-        k = {n: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for n, v in c.kwargs.items()}
-        try:
-            with torch.no_grad(), Observe():
-                module(*a, **k)
-        except Exception:
-            continue  # the trace already reports a target that fails eagerly
-    return ops
-
-
-def _observe_call(func: Any, args: tuple, kwargs: dict, ops: dict[str, OpInfo], tokens: Optional[int]) -> Any:
-    import torch
-
-    from ..split import target_key
-
-    name = target_key(func)
-    info = ops.get(name)
-    if info is None:
-        info = OpInfo(
-            name=name,
-            overload=func,
-            has_fake=compat.has_fake_kernel(func),
-            declared_mutable=list(compat.mutable_args(func)),
-            returns_nothing=compat.returns_nothing(func),
-        )
-        ops[name] = info
-    names = compat.argument_names(func)
-    bound = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in bound]
-    storages = {i: a.untyped_storage().data_ptr() for i, a in enumerate(bound) if isinstance(a, torch.Tensor)}
-    out = func(*args, **kwargs)
-    outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
-    mutated = [
-        names[i] for i, (a, b) in enumerate(zip(bound, before))
-        if b is not None and not _same(a, b)
-    ]
-    aliased = []
-    for o in outs:
-        for i, ptr in storages.items():
-            if o.untyped_storage().data_ptr() == ptr and names[i] not in aliased:
-                aliased.append(names[i])
-    call = OpCall(
-        tokens=tokens,
-        arg_names=names,
-        args=[("tensor", tuple(a.shape), str(a.dtype), str(a.device)) if isinstance(a, torch.Tensor) else a for a in bound],
-        outputs=[(tuple(o.shape), str(o.dtype), str(o.device), tuple(o.stride())) for o in outs],
-        mutated=mutated,
-        aliased=aliased,
-    )
-    if info.has_fake:
-        call.fake_outputs, call.fake_error = _run_fake(func, args, kwargs)
-    info.calls.append(call)
-    return out
-
-
-def _same(a: Any, b: Any) -> bool:
-    import torch
-
-    if a.shape != b.shape:
-        return False
-    return bool(torch.equal(a, b)) or bool(torch.isnan(a).all() and torch.isnan(b).all())
-
-
-def _run_fake(func: Any, args: tuple, kwargs: dict) -> tuple[Optional[list[tuple]], str]:
-    import torch
-
-    try:
-        out = compat.run_fake(func, args, kwargs)
-    except Exception as exc:
-        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
-    return [(tuple(o.shape), str(o.dtype), str(o.device), tuple(o.stride())) for o in outs], ""
+from ..split import target_key
+from .observe import Observation, OpInfo
 
 
 # ------------------------------------------------------------------------ findings
 
 
-def op_findings(ops: dict[str, OpInfo], graphs: Sequence[Any], breaks: Sequence[Any], roots: Sequence[str]) -> list[Finding]:
-    """Findings for the observed ops, placed at the user line that calls each one."""
+def op_findings(obs: Observation, graphs: Sequence[Any], breaks: Sequence[Any], reached: set[tuple[str, int]],
+                roots: Sequence[str]) -> list[Finding]:
+    """Findings for the observed ops, each at the user line that calls the op.
+
+    Only ops the engine meets count: an op in a captured graph, an op a graph break names, or an
+    op called from a line Dynamo never reached. An op seen only in the eager run at a line Dynamo
+    traced was replaced by Dynamo (a c10d collective becomes a functional collective): no finding.
+    """
     sites = _call_sites(graphs, breaks, roots)
+    in_graphs = {target_key(n.target) for g in graphs for n in g.gm.graph.nodes if n.op == "call_function"}
+    named = {b.op for b in breaks if b.op}
     out: list[Finding] = []
-    for name, info in ops.items():
-        if not info.calls:
+    for name, info in obs.ops.items():
+        eager_site = info.sites[0] if info.sites else ("", 0)
+        unreached = bool(eager_site[0]) and eager_site not in reached
+        if not info.calls or not (name in in_graphs or name in named or unreached):
             continue
-        file, line = sites.get(name, ("", 0))
+        file, line = sites.get(name) or eager_site
         at = dict(file=file, line=line, code=source_line(file, line), op=name)
         if not info.has_fake:
             out.append(_unregistered(info, at))
         out += _mutation_findings(info, at)
-        mism = _fake_mismatch(info)
+        mism = None if name in named else _fake_mismatch(info)  # a fake that raises is the break itself
         if mism:
             out.append(Finding(
                 kind="fake_impl_mismatch", severity="error",
@@ -211,6 +94,10 @@ def _mutation_findings(info: OpInfo, at: dict[str, Any]) -> list[Finding]:
             "torch.library.opcheck reports the same.",
             details=_details(info), **at,
         ))
+    written = {m for call in info.calls for m in call.mutated}
+    unused = [m for m in info.declared_mutable if m not in written]
+    if info.mutates_unknown or unused:
+        out.append(_overdeclared(info, unused, at))
     if c.aliased:
         out.append(Finding(
             kind="output_aliases_input", severity="error",
@@ -220,6 +107,27 @@ def _mutation_findings(info: OpInfo, at: dict[str, Any]) -> list[Finding]:
             details=_details(info), **at,
         ))
     return out
+
+
+def _overdeclared(info: OpInfo, unused: list[str], at: dict[str, Any]) -> Finding:
+    if info.mutates_unknown:
+        return Finding(
+            kind="overdeclared_mutation", severity="error",
+            message=f'{_qual(info)} is declared with mutates_args="unknown": every argument counts as written, so '
+            "functionalization wraps each call in auto_functionalized copies and the graph cannot be lowered cleanly "
+            "(ROCm/aiter 2780: `auto_functionalized_v2 was not removed`)",
+            hint="List exactly the arguments the kernel writes: mutates_args=(" + ", ".join(repr(m) for m in sorted({m for c in info.calls for m in c.mutated})) + ",)"
+            if any(c.mutated for c in info.calls) else "List exactly the arguments the kernel writes: mutates_args=() when it writes none.",
+            details=_details(info), **at,
+        )
+    return Finding(
+        kind="overdeclared_mutation", severity="warning",
+        message=f"{_qual(info)} declares {', '.join(unused)} mutable but never wrote it in the observed calls: "
+        "functionalization copies it at every call for nothing",
+        hint="Drop it from mutates_args (schema 'Tensor name' instead of 'Tensor(a!) name') if the kernel never writes "
+        "it; keep it if it writes it only on paths these inputs did not take.",
+        details=_details(info), **at,
+    )
 
 
 def _details(info: OpInfo) -> OpDetails:
@@ -308,26 +216,16 @@ def _dim_expr(i: int, d: int, info: OpInfo) -> str:
 
 
 def _call_sites(graphs: Sequence[Any], breaks: Sequence[Any], roots: Sequence[str]) -> dict[str, tuple[str, int]]:
-    """Op name -> (file, line) of the user line that calls it (from graph nodes and breaks)."""
-    from ..split import target_key
-
-    sites: dict[str, tuple[str, int]] = {}
-    for b in breaks:
-        if b.op:
-            sites.setdefault(b.op, (b.file, b.line))
+    """Op name -> (file, line) of the user line that calls it (from breaks, then graph nodes)."""
+    sites: dict[str, tuple[str, int]] = {b.op: (b.file, b.line) for b in reversed(list(breaks)) if b.op}
     for g in graphs:
         for node in g.gm.graph.nodes:
-            if node.op != "call_function":
-                continue
-            name = target_key(node.target)
-            if name in sites:
-                continue
-            trace = node.meta.get("stack_trace") or ""
-            frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
-            for file, line in reversed(frames):
-                if is_user_file(file, roots):
-                    sites[name] = (file, int(line))
-                    break
+            if node.op == "call_function":
+                name = target_key(node.target)
+                if name not in sites:
+                    file, line = node_user_location(node, roots)
+                    if file and is_user_file(file, roots):
+                        sites[name] = (file, line)
     return sites
 
 

@@ -30,10 +30,9 @@ def verdict(report: Report) -> Text:
         f" · {s.num_graphs} graph(s) · {s.num_pieces} piece(s) · {s.num_recompiles} recompile(s)"
     )
     if s.capturable:
-        head = Text("✓ CAPTURABLE", style="bold green")
+        line = Text.assemble(("✓ CAPTURABLE", "bold green"), " — ", counts)
     else:
-        head = Text("✗ NOT CAPTURABLE", style="bold red")
-    line = Text.assemble(head, " — ", counts)
+        line = Text.assemble(("✗ NOT CAPTURABLE", "bold red"), " — ", (s.verdict, "bold"), " · ", counts)
     if s.replay_status:
         style = "green" if s.replay_status == "ok" else "bold red"
         line.append(" · replay: ")

@@ -63,7 +63,7 @@ def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str
     """The HTML report. ``svg``: the picture from ``render.graph`` (None: a piece list instead)."""
     env, s = report.environment, report.summary
     nf = s.num_findings
-    verdict = "CAPTURABLE" if s.capturable else "NOT CAPTURABLE"
+    verdict = "CAPTURABLE" if s.capturable else f"NOT CAPTURABLE — {s.verdict}"
     counts = (
         f"{s.num_graph_breaks} graph break(s), {nf.get('error', 0)} error(s), {nf.get('warning', 0)} warning(s) · "
         f"{s.num_graphs} graph(s) · {s.num_pieces} piece(s) · {s.num_recompiles} recompile(s)"

@@ -74,7 +74,7 @@ class SideEffect(nn.Module):
 def _jit_loader_lock():
     import threading
 
-    return threading.Lock()  # BREAK:opaque_call
+    return threading.Lock()  # BREAK:host_call
 
 
 class Opaque(nn.Module):

@@ -116,3 +116,26 @@ make_undeclared_mutation = _make(UndeclaredMutation)
 make_aliasing = _make(Aliasing)
 make_unreached_data_ptr = _make(UnreachedDataPtr, 2)
 make_library_call = _make(LibraryCall)
+
+
+# --- the same modules as fixed-input targets (no tokens parameter) and as bare modules ----------
+def _fixed(cls, cols=8, n_inputs=1):
+    def make():
+        return cls(), tuple(torch.randn(6, cols) for _ in range(n_inputs))
+
+    return make
+
+
+def _module_only(cls, cols=8):
+    def make():
+        m = cls()
+        m.example_inputs = lambda tokens: (torch.randn(tokens, cols),)
+        return m
+
+    return make
+
+
+fixed_unregistered, module_unregistered = _fixed(Unregistered), _module_only(Unregistered)
+fixed_lying_fake, module_lying_fake = _fixed(LyingFake, 32), _module_only(LyingFake, 32)
+fixed_undeclared_mutation, module_undeclared_mutation = _fixed(UndeclaredMutation), _module_only(UndeclaredMutation)
+fixed_aliasing, module_aliasing = _fixed(Aliasing), _module_only(Aliasing)

@@ -1,0 +1,123 @@
+"""Host syncs inside captured pieces: compiled by the engine, fatal at CUDA-graph capture.
+
+Under ``fullgraph=True`` an ``.item()``, ``.tolist()``, ``nonzero``, a boolean-mask index or a
+``repeat_interleave`` with tensor repeats does not break the graph: it stays in the captured piece
+as an unbacked size, and capturing that piece fails on the host sync. Found three ways:
+
+- in the traced graphs: a node that binds a new unbacked symbol from inputs that carry none (the
+  source of a data-dependent size), or a host copy (``.cpu()``, ``.numpy()``);
+- inside a custom op's kernel, seen in the eager run, when that op sits in a captured piece;
+- in code Dynamo never reached (seen in the eager run only).
+
+A host sync in a split piece (or inside a split op's kernel) is fine: split pieces run eagerly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from .. import _torch_compat as compat
+from ..causes import CAUSES, host_sync_cause
+from ..details import HostSyncDetails
+from ..frames import node_user_location, source_line
+from ..report import Finding
+from ..split import op_label, target_key
+from .observe import Observation
+
+_HOST_COPY_METHODS = ("cpu", "numpy", "tolist", "item")
+
+
+def host_sync_findings(graphs: Sequence[Any], cut: Any, obs: Optional[Observation], reached: set[tuple[str, int]],
+                       breaks: Sequence[Any], split_ops: Sequence[str], roots: Sequence[str]) -> list[Finding]:
+    """host_sync errors, one per (line, cause), in graph order."""
+    found: dict[tuple, Finding] = {}
+    captured_ops: dict[str, tuple[int, int, Any]] = {}
+    for g in graphs:
+        pieces, split = cut.piece_of[g.index], cut.split_pieces[g.index]
+        for node in g.gm.graph.nodes:
+            piece = pieces.get(node, -1)
+            if piece < 0 or piece in split:
+                continue
+            if node.op == "call_function" and compat.is_op(node.target):
+                captured_ops.setdefault(target_key(node.target), (g.index, piece, node))
+            cause = node_sync_cause(node)
+            if cause:
+                f = _finding(op_label(node), cause, "graph", node_user_location(node, roots), g.index, piece, node.name)
+                found.setdefault((f.file, f.line, cause), f)
+    if obs is not None:
+        for f in _kernel_syncs(obs, captured_ops, reached, split_ops, roots) + _unreached_syncs(obs, reached, breaks):
+            found.setdefault((f.file, f.line, f.details.cause), f)
+    return list(found.values())
+
+
+def node_sync_cause(node: Any) -> str:
+    """Why this traced node reads device memory on the host ('' when it does not)."""
+    if node.op not in ("call_function", "call_method"):
+        return ""
+    label = op_label(node).lstrip(".")
+    if node.op == "call_method" and label in _HOST_COPY_METHODS:
+        return host_sync_cause(label)
+    bound = compat.unbacked_bindings(node)
+    if not bound or any(compat.has_unbacked(_value(a)) for a in node.all_input_nodes):
+        return ""  # no new data-dependent size, or one derived from an earlier sync (reported there)
+    cause = host_sync_cause(label.split(".")[-1])
+    if cause:
+        return cause
+    return "scalar" if compat.is_symbolic_scalar(_value(node)) else "dynamic_shape"
+
+
+def _value(node: Any) -> Any:
+    return node.meta.get("example_value", node.meta.get("val"))
+
+
+def _kernel_syncs(obs: Observation, captured_ops: dict[str, tuple[int, int, Any]], reached: set[tuple[str, int]],
+                  split_ops: Sequence[str], roots: Sequence[str]) -> list[Finding]:
+    out = []
+    for info in obs.ops.values():
+        if not info.syncs or info.name in split_ops:
+            continue
+        where = captured_ops.get(info.name)
+        eager_site = info.sites[0] if info.sites else ("", 0)
+        if where is None and (not eager_site[0] or eager_site in reached):
+            continue  # not in a captured piece (a break, a split piece) and not in unreached code
+        site = node_user_location(where[2], roots) if where is not None else eager_site
+        sync = info.syncs[0]
+        kernel = f" (at {_short(sync.site)})" if sync.site[0] else ""
+        out.append(_finding(sync.op, sync.cause, "custom_op", site, where[0] if where else None, where[1] if where else None,
+                            where[2].name if where else "", inside=info.name, extra=kernel))
+    return out
+
+
+def _unreached_syncs(obs: Observation, reached: set[tuple[str, int]], breaks: Sequence[Any]) -> list[Finding]:
+    broken = {(b.file, b.line) for b in breaks}
+    out = []
+    for seen in obs.syncs:
+        if seen.site[0] and seen.site not in reached and seen.site not in broken:
+            out.append(_finding(seen.op, seen.cause, "eager", seen.site, None, None, ""))
+    return out
+
+
+def _finding(op: str, cause: str, seen_in: str, site: tuple[str, int], graph: Optional[int], piece: Optional[int],
+             node: str, inside: str = "", extra: str = "") -> Finding:
+    file, line = site
+    where = {
+        "graph": f"inside captured piece {piece}",
+        "custom_op": f"inside the kernel of {inside}{extra}, which runs in captured piece {piece}" if piece is not None
+        else f"inside the kernel of {inside}{extra}",
+        "eager": "in code Dynamo never reached (it stopped earlier in this frame), seen in the eager run",
+    }[seen_in]
+    return Finding(
+        kind="host_sync", severity="error",
+        message=f"{op} {where}: it {CAUSES[cause].what}. sglang compiles it (fullgraph=True keeps it as an "
+        "unbacked size, no graph break) and CUDA-graph capture of the piece then fails on the host sync",
+        file=file, line=line, code=source_line(file, line), op=inside or op,
+        hint=CAUSES[cause].hint,
+        fix=f'SPLIT_OPS = ["{inside.replace(".", "::", 1)}"]  # sglang: @register_split_op() on its definition' if inside else "",
+        details=HostSyncDetails(op=op, cause=cause, seen_in=seen_in, inside_op=inside, graph=graph, piece=piece, node=node),
+    )
+
+
+def _short(site: tuple[str, int]) -> str:
+    from ..text import location
+
+    return location(*site)

@@ -1,0 +1,275 @@
+"""The eager observation: what the engine will meet that Dynamo may not show.
+
+The target runs eagerly (at up to two capture sizes) under a dispatch mode that records every
+custom op call (fake kernel, mutations, aliasing), every host sync (in the user's code and inside
+custom-op kernels, which run with the mode still active) and every module tensor attribute
+rebound in forward. Each record carries the user's line from the Python stack, so a problem is
+reported at its own line even where Dynamo never reached (a frame abandoned at a fatal break).
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .. import _torch_compat as compat
+from ..causes import host_sync_cause
+from ..errors import one_line, system_exit_error
+from ..frames import is_user_file
+
+_OWN_PKG = str(Path(__file__).resolve().parents[1])
+
+
+@dataclass
+class OpCall:
+    """One observed call of a custom op."""
+
+    tokens: Optional[int]
+    arg_names: list[str]
+    args: list[Any]
+    """Per argument: ('tensor', shape, dtype, device) or the Python value."""
+    outputs: list[tuple]
+    """Per tensor output: (shape, dtype, device, stride)."""
+    mutated: list[str]
+    aliased: list[str]
+    fake_outputs: Optional[list[tuple]] = None
+    fake_error: str = ""
+
+
+@dataclass
+class OpInfo:
+    """A custom op as the eager run saw it."""
+
+    name: str
+    """'ns.op' (overload dropped when default)."""
+    overload: Any
+    has_fake: bool
+    declared_mutable: list[str]
+    returns_nothing: bool
+    mutates_unknown: bool = False
+    """Declared with mutates_args="unknown"."""
+    calls: list[OpCall] = field(default_factory=list)
+    sites: list[tuple[str, int]] = field(default_factory=list)
+    """User lines that called it (eager Python stack)."""
+    syncs: list["SyncSeen"] = field(default_factory=list)
+    """Host syncs its kernel did."""
+
+
+@dataclass
+class SyncSeen:
+    """A host sync the eager run did."""
+
+    op: str
+    """The aten op, e.g. 'aten._local_scalar_dense'."""
+    cause: str
+    site: tuple[str, int]
+    """The deepest user line when it happened (inside a kernel: the kernel's line)."""
+    inside: str = ""
+    """The custom op whose kernel did it ('' in the user's own code)."""
+
+
+@dataclass
+class StateChange:
+    """A module tensor attribute rebound during forward."""
+
+    module: str
+    """The module's class name."""
+    qualified: str
+    """Its path in the target, e.g. 'layers.0.rotary'."""
+    attribute: str
+    is_buffer: bool
+
+
+@dataclass
+class Observation:
+    """Everything the eager run recorded."""
+
+    ops: dict[str, OpInfo] = field(default_factory=dict)
+    syncs: list[SyncSeen] = field(default_factory=list)
+    state_changes: list[StateChange] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observation:
+    """Run the module eagerly at up to two capture sizes (largest first) under the observer.
+
+    Args:
+        module: the target module.
+        calls: ``load.Call`` records (inputs per capture size).
+        roots: the user's folders (which frames are the user's).
+    Returns:
+        The Observation. An exception from the target is recorded, not raised (the trace reports it).
+    Raises:
+        TargetError: the target called sys.exit.
+    """
+    import torch
+
+    obs = Observation()
+    chosen = sorted(calls, key=lambda c: -(c.tokens or 0))[:2]
+    for c in chosen:
+        a = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in c.args]
+        k = {n: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for n, v in c.kwargs.items()}
+        before = _tensor_attributes(module)
+        try:
+            with torch.no_grad(), compat.quiet_fx_errors(), _observer(obs, roots, c.tokens):
+                module(*a, **k)
+        except SystemExit as exc:
+            raise system_exit_error(exc, lambda f: is_user_file(f, roots)) from None
+        except Exception as exc:
+            obs.errors.append(one_line(exc))
+        _state_changes(obs, before, _tensor_attributes(module))
+    return obs
+
+
+def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int]) -> Any:
+    base = compat.dispatch_mode_base()
+
+    class _Observer(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.inside: list[OpInfo] = []
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            ns = getattr(func, "namespace", "")
+            if ns in ("aten", "prim", "prims") or not ns:
+                cause = sync_cause(func, args, kwargs)
+                if cause:
+                    self._sync(func, cause)
+                return func(*args, **kwargs)
+            if self.inside:  # a custom op inside another's kernel: the outer one is what the graph holds
+                return compat.call_kernel_observed(self, func, args, kwargs)
+            return self._op(func, args, kwargs)
+
+        def _sync(self, func: Any, cause: str) -> None:
+            inside = self.inside[-1] if self.inside else None
+            seen = SyncSeen(str(func.overloadpacket), cause, _user_site(roots), inside.name if inside else "")
+            (inside.syncs if inside else obs.syncs).append(seen)
+
+        def _op(self, func: Any, args: tuple, kwargs: dict) -> Any:
+            info = _op_info(obs, func)
+            site = _user_site(roots)
+            if site not in info.sites:
+                info.sites.append(site)
+            self.inside.append(info)
+            try:
+                return _observe_call(self, info, func, args, kwargs, tokens)
+            finally:
+                self.inside.pop()
+
+    return _Observer()
+
+
+def sync_cause(func: Any, args: tuple, kwargs: dict) -> str:
+    """Why an aten op reads device memory on the host ('' when it does not)."""
+    import torch
+
+    base = str(func.overloadpacket).split(".")[-1]
+    overload = getattr(func, "_overloadname", "")
+    if base == "repeat_interleave":
+        return "repeat_interleave" if overload.startswith(("Tensor", "self_Tensor")) and kwargs.get("output_size") is None else ""
+    if base == "index" and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else ()) or ()):
+        return "dynamic_shape"
+    if base in ("_to_copy", "copy_"):
+        src, dst = (args[0], kwargs.get("device")) if base == "_to_copy" else (args[1] if len(args) > 1 else None, args[0])
+        src_cuda = isinstance(src, torch.Tensor) and src.is_cuda
+        dst_cpu = (isinstance(dst, torch.Tensor) and dst.device.type == "cpu") or (str(dst) == "cpu")
+        return "host_copy" if src_cuda and dst_cpu else ""
+    if base in ("equal", "allclose"):
+        return "scalar"
+    return host_sync_cause(base)
+
+
+def _op_info(obs: Observation, func: Any) -> OpInfo:
+    from ..split import target_key
+
+    name = target_key(func)
+    info = obs.ops.get(name)
+    if info is None:
+        info = OpInfo(name=name, overload=func, has_fake=compat.has_fake_kernel(func),
+                      declared_mutable=list(compat.mutable_args(func)), returns_nothing=compat.returns_nothing(func),
+                      mutates_unknown=compat.mutates_unknown(func))
+        obs.ops[name] = info
+    return info
+
+
+def _observe_call(mode: Any, info: OpInfo, func: Any, args: tuple, kwargs: dict, tokens: Optional[int]) -> Any:
+    import torch
+
+    names = compat.argument_names(func)
+    bound = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
+    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in bound]
+    versions = [compat.version_counter(a) if isinstance(a, torch.Tensor) else 0 for a in bound]
+    storages = {i: a.untyped_storage().data_ptr() for i, a in enumerate(bound) if isinstance(a, torch.Tensor)}
+    out = compat.call_kernel_observed(mode, func, args, kwargs)
+    outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
+    # Written: an in-place op bumped its version, or (a kernel writing through raw pointers) its values changed.
+    mutated = [names[i] for i, (a, b, v) in enumerate(zip(bound, before, versions))
+               if b is not None and (compat.version_counter(a) != v or not _same(a, b))]
+    aliased = list(dict.fromkeys(names[i] for o in outs for i, ptr in storages.items() if o.untyped_storage().data_ptr() == ptr))
+    call = OpCall(
+        tokens=tokens, arg_names=names,
+        args=[("tensor", tuple(a.shape), str(a.dtype), str(a.device)) if isinstance(a, torch.Tensor) else a for a in bound],
+        outputs=[(tuple(o.shape), str(o.dtype), str(o.device), tuple(o.stride())) for o in outs],
+        mutated=mutated, aliased=aliased,
+    )
+    if info.has_fake:
+        call.fake_outputs, call.fake_error = _run_fake(func, args, kwargs)
+    info.calls.append(call)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Bit-for-bit equal (an unwritten torch.empty buffer full of NaNs is still "the same")."""
+    import torch
+
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.numel() == 0:
+        return True
+    return bool(torch.equal(a.detach().reshape(-1).contiguous().view(torch.uint8), b.detach().reshape(-1).contiguous().view(torch.uint8)))
+
+
+def _run_fake(func: Any, args: tuple, kwargs: dict) -> tuple[Optional[list[tuple]], str]:
+    import torch
+
+    try:
+        out = compat.run_fake(func, args, kwargs)
+    except Exception as exc:
+        return None, one_line(exc)
+    outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
+    return [(tuple(o.shape), str(o.dtype), str(o.device), tuple(o.stride())) for o in outs], ""
+
+
+def _user_site(roots: Sequence[str]) -> tuple[str, int]:
+    """The deepest user frame on the current Python stack, outside pcg_inspect itself."""
+    for f in reversed(traceback.extract_stack()):
+        if f.filename.startswith(_OWN_PKG):
+            continue
+        if is_user_file(f.filename, roots):
+            return f.filename, int(f.lineno or 0)
+    return "", 0
+
+
+def _tensor_attributes(module: Any) -> dict[tuple[str, str], tuple[int, str, bool]]:
+    """(module path, attribute) -> (id of the tensor, class name, is a registered buffer/parameter)."""
+    import torch
+
+    out = {}
+    for path, m in module.named_modules():
+        for name, t in list(m.named_buffers(recurse=False)) + list(m.named_parameters(recurse=False)):
+            out[(path, name)] = (id(t), type(m).__name__, True)
+        for name, v in vars(m).items():
+            if isinstance(v, torch.Tensor) and not name.startswith("_"):
+                out[(path, name)] = (id(v), type(m).__name__, False)
+    return out
+
+
+def _state_changes(obs: Observation, before: dict, after: dict) -> None:
+    for key, (ident, cls, is_buffer) in after.items():
+        if key in before and before[key][0] != ident:
+            change = StateChange(cls, key[0], key[1], is_buffer)
+            if change not in obs.state_changes:
+                obs.state_changes.append(change)
