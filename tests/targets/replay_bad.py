@@ -33,7 +33,7 @@ def _(x):
 
 @torch.library.custom_op("pcg_bad::host_sync_scale", mutates_args=())
 def host_sync_scale(x: torch.Tensor) -> torch.Tensor:
-    scale = float(x.abs().max())  # a host sync: forbidden inside CUDA graph capture
+    scale = float(x.abs().max())  # MARK:host_sync_kernel  a host sync: forbidden inside CUDA graph capture
     return x / scale
 
 
@@ -64,7 +64,7 @@ class Bad(nn.Module):
         h = self.lin(x)
         y = torch.empty_like(h)
         attention(h, y)
-        return self.out(self.op(y + 1))
+        return self.out(self.op(y + 1))  # MARK:op_call
 
 
 class FreshOutput(nn.Module):
@@ -96,13 +96,11 @@ def make_fresh_output(tokens: int = 8, device: str = "cpu"):
 
 @torch.library.custom_op("pcg_bad::crash_on_replay", mutates_args=())
 def crash_on_replay(x: torch.Tensor) -> torch.Tensor:
-    import os
-
-    STATE["crash_calls"] = STATE.get("crash_calls", 0) + 1
-    in_replay = os.environ.get("PCG_INSPECT_ROLE") == "replay-worker" and STATE["crash_calls"] > 2
-    if in_replay and x.is_cuda:  # after the worker's trace calls: during CUDA-graph replay
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():
+        # Captured into the graph: out of bounds, so replaying it is a device-side assert that
+        # poisons the CUDA context (eager runs, warm-up included, stay in bounds).
         bad = torch.full((x.shape[0],), 1 << 30, device=x.device, dtype=torch.long)
-        return x.index_select(0, bad)  # out of bounds: a device-side assert poisons the context
+        return x.index_select(0, bad)
     return x.clone()
 
 
