@@ -36,20 +36,26 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
 def check_writable(path: str | os.PathLike[str], what: str, is_dir: bool = False) -> None:
     """Fail now, before any work, if ``path`` cannot be written later.
 
+    Creates the folder (as the write would) and writes and removes a probe file in it: permission
+    bits, read-only mounts and pseudo file systems all answer the same way a real write would.
+
     Raises:
-        UsageError: one line naming the option and why (not a directory, read-only, no permission).
+        UsageError: one line naming the option and why.
     """
     from .errors import UsageError
 
     dest = Path(path).expanduser()
     if dest.exists() and dest.is_dir() != is_dir:
         raise UsageError(f"{what} {path}: {'not a directory' if is_dir else 'is a directory'}")
-    probe = dest if is_dir and dest.exists() else dest.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UsageError(f"{what} {path}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path}: {probe} is not writable")
+    folder = dest if is_dir else dest.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".pcg-inspect-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise UsageError(f"{what} {path}: cannot write there: {reason}{where}") from None
     if dest.exists() and not is_dir and not os.access(dest, os.W_OK):
         raise UsageError(f"{what} {path}: the file is not writable")

@@ -577,3 +577,18 @@ def has_unbacked(value: Any) -> bool:
 def is_symbolic_scalar(value: Any) -> bool:
     """A SymInt / SymFloat / SymBool (what ``.item()`` gives under capture_scalar_outputs)."""
     return isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool))
+
+
+def dynamo_user_stack() -> list[traceback.FrameSummary]:
+    """The user's stack Dynamo is symbolically tracing right now ([] when not tracing).
+
+    ``torch._guards.TracingContext.extract_stack`` (torch >= 2.1): while Dynamo unrolls a loop the
+    Python stack shows only Dynamo itself; this is the line of the user's code it is at.
+    """
+    ctx = getattr(torch._guards, "TracingContext", None)
+    try:
+        if ctx is None or ctx.try_get() is None:
+            return []
+        return list(ctx.extract_stack())
+    except Exception:
+        return []

@@ -26,9 +26,12 @@ Stuck = Callable[[list[traceback.FrameSummary]], None]
 class Deadline:
     """A context manager: the block must finish within ``timeout_s`` seconds (0: no limit)."""
 
-    def __init__(self, timeout_s: float, on_stuck: Optional[Stuck] = None, grace_s: float = 20.0) -> None:
+    def __init__(self, timeout_s: float, on_stuck: Optional[Stuck] = None, grace_s: float = 20.0,
+                 extra_stack: Optional[Callable[[], list[traceback.FrameSummary]]] = None) -> None:
         self.timeout_s = timeout_s
         self.on_stuck = on_stuck
+        self.extra_stack = extra_stack
+        """Frames the Python stack cannot show (the user line Dynamo is tracing), added when time runs out."""
         self.grace_s = grace_s
         self._done = threading.Event()
         self._thread_id = 0
@@ -53,13 +56,19 @@ class Deadline:
             signal.signal(signal.SIGALRM, self._old_handler)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
-        raise TraceTimeout(self.timeout_s, traceback.extract_stack(frame))
+        raise TraceTimeout(self.timeout_s, traceback.extract_stack(frame) + self._extra())
+
+    def _extra(self) -> list[traceback.FrameSummary]:
+        try:
+            return list(self.extra_stack()) if self.extra_stack is not None else []
+        except Exception:
+            return []
 
     def _watch(self) -> None:
         if self._done.wait(self.timeout_s):
             return
         if not self._use_signal:  # no signal can reach this thread: an asynchronous exception
-            _raise_in_thread(self._thread_id, self.timeout_s, _stack_of(self._thread_id))
+            _raise_in_thread(self._thread_id, self.timeout_s, _stack_of(self._thread_id) + self._extra())
         if self._done.wait(self.grace_s):
             return
         stack = _stack_of(self._thread_id)

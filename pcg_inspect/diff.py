@@ -253,8 +253,8 @@ def _pieces(a: Report, b: Report, unchanged: dict[str, int]) -> list[Change]:
                 out.append(Change("pieces", "changed", f"piece {i} resized: {x.num_nodes} → {y.num_nodes} nodes"))
             else:
                 same += 1
-    sa = [(p.index, p.ops[0]) for p in pa if p.is_split]
-    sb = [(p.index, p.ops[0]) for p in pb if p.is_split]
+    sa = [(p.index, p.ops[0] if p.ops else "?") for p in pa if p.is_split]
+    sb = [(p.index, p.ops[0] if p.ops else "?") for p in pb if p.is_split]
     if sa != sb:
         out.append(Change("pieces", "changed", f"split points moved: {_splits(sa)} → {_splits(sb)}"))
     if len(a.graphs) != len(b.graphs):
@@ -265,7 +265,7 @@ def _pieces(a: Report, b: Report, unchanged: dict[str, int]) -> list[Change]:
 
 
 def _sig(p: Any) -> str:
-    return f"split {p.ops[0]}" if p.is_split else f"captured ({p.num_nodes} nodes)"
+    return f"split {p.ops[0] if p.ops else '?'}" if p.is_split else f"captured ({p.num_nodes} nodes)"
 
 
 def _splits(s: list[tuple[int, str]]) -> str:

@@ -81,8 +81,17 @@ def _pipeline(options: TraceOptions, progress: Optional[Progress], context: Rank
     from .pipeline import run
 
     # The target's own prints go to stderr: stdout carries only what we print (JSON with --json -).
-    with Deadline(options.timeout_s, on_stuck=_say_stuck(options)), contextlib.redirect_stdout(sys.stderr):
+    with Deadline(options.timeout_s, on_stuck=_say_stuck(options), extra_stack=_dynamo_stack), \
+            contextlib.redirect_stdout(sys.stderr):
         return run(options, context, progress, checkpoint)
+
+
+def _dynamo_stack() -> list[Any]:
+    if "torch" not in sys.modules:
+        return []
+    from . import _torch_compat as compat
+
+    return compat.dynamo_user_stack()
 
 
 def side(spec: str, options: TraceOptions) -> Report:

@@ -169,9 +169,9 @@ def _import_target(spec: str) -> tuple[Any, str, tuple[str, ...]]:
     except ModuleNotFoundError as exc:
         if exc.name and where.startswith(exc.name):
             raise TargetError(f"cannot import module {where!r}: no module named {exc.name!r}") from None
-        raise TargetError(f"importing {where!r} failed: {one_line(exc)}") from None
+        raise TargetError(f"importing {where!r} failed: {one_line(exc)}") from exc
     except Exception as exc:  # the user's module raised while importing
-        raise TargetError(f"importing {where!r} failed: {one_line(exc)}") from None
+        raise TargetError(f"importing {where!r} failed: {one_line(exc)}") from exc
     top = importlib.import_module(where.split(".")[0])
     roots = tuple(str(Path(p).resolve()) for p in getattr(top, "__path__", [])) or (
         str(Path(getattr(mod, "__file__", ".")).resolve().parent),
@@ -194,7 +194,7 @@ def _import_file(path: Path) -> Any:
         mod_spec.loader.exec_module(mod)
     except Exception as exc:
         del sys.modules[name]
-        raise TargetError(f"importing {path} failed: {one_line(exc)}{_where_raised(exc, path)}") from None
+        raise TargetError(f"importing {path} failed: {one_line(exc)}{_where_raised(exc, path)}") from exc
     finally:
         try:
             sys.path.remove(str(path.parent))
@@ -213,7 +213,7 @@ def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]
         file, _ = _source_of(factory)
         raise TargetError(
             f"factory {spec} raised {one_line(exc)}{_where_raised(exc, Path(file) if file else None)}"
-        ) from None
+        ) from exc
 
 
 def _normalise(spec: str, result: Any, tokens: int | None) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:

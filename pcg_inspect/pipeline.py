@@ -186,8 +186,8 @@ def _timeout_finding(state: _State, exc: TraceTimeout) -> Finding:
     from .frames import is_user_file, source_line
 
     roots = state.target.roots if state.target is not None else ()
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename, roots)]
-    frames = frames or list(exc.stack)
+    seen = list(exc.stack) or traceback.extract_tb(exc.__traceback__)  # the stack when time ran out
+    frames = [f for f in seen if is_user_file(f.filename, roots)] or list(seen)
     stack = tuple(f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-8:])
     last = frames[-1] if frames else None
     where = f" at {last.filename}:{last.lineno}" if last else ""

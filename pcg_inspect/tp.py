@@ -27,7 +27,8 @@ def signature(r: Report) -> dict[str, Any]:
         "graphs": len(r.graphs),
         "graph breaks": sorted((b.category, os.path.basename(b.file), b.line) for b in r.graph_breaks),
         "recompiles": len(r.recompiles),
-        "split points": [(p.index, p.ops[0]) for p in r.pieces if p.graph == main and p.is_split],
+        "split points": [(p.index, p.ops[0] if p.ops else "?") for p in r.pieces if p.graph == main and p.is_split],
+        "replay": r.replay.status if r.replay is not None else "",
         "pieces": [(p.index, p.is_split, p.ops, p.input_shapes, p.output_shapes) for p in r.pieces if p.graph == main],
         "guards": sum(len(gs.guards) for gs in r.guards),
     }

@@ -98,7 +98,7 @@ def trace(
     # Largest size first, as the engines capture (sglang walks its capture sizes in reverse).
     calls = sorted(target.calls, key=lambda c: -(c.tokens or 0))
     try:
-        with compat.quiet_torch_logs(), compat.tracing_config(), compat.dynamo_events() as events:
+        with compat.quiet_torch_logs(), compat.quiet_fx_errors(), compat.tracing_config(), compat.dynamo_events() as events:
             compiled = compat.optimize(rec.backend, rec.guard_filter, rec.guard_fail)(target.module)
             for call in calls:
                 if on_progress:

@@ -50,13 +50,13 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
         Analysis.
     """
     roots = target.roots
+    obs = observe(target.module, target.calls, roots) if observe_ops else None
     breaks = _without_target_failures(build_breaks(result.breaks, result.sizes_per_break, roots), result, roots)
     recompiles = build_recompiles(result.recompiles)
-    obs = observe(target.module, target.calls, roots) if observe_ops else None
     reached = reached_lines(result.graphs, breaks)
     findings: list[Finding] = _fatal_findings(breaks)
     findings += recompile_findings(recompiles, roots)
-    findings += _call_error_findings(result, roots)
+    findings += _call_error_findings(result, roots, obs)
     if obs is not None:
         findings += op_findings(obs, result.graphs, breaks, reached, roots)
     breaks = _observed_fixes(breaks, findings, obs)
@@ -92,7 +92,7 @@ def _without_target_failures(breaks: list[GraphBreak], result: TraceResult, root
         return breaks
     texts = [str(e.exc).strip().splitlines()[0] for e in result.call_errors if str(e.exc).strip()]
     lines = {_user_line(e.exc, roots) for e in result.call_errors}
-    return [b for b in breaks if not (b.fatal and ((b.file, b.line) in lines or any(t and t in b.reason for t in texts)))]
+    return [b for b in breaks if not ((b.file, b.line) in lines or any(t and t in b.reason for t in texts))]
 
 
 def _user_line(exc: BaseException, roots: Sequence[str]) -> tuple[str, int]:
@@ -149,14 +149,22 @@ def _first(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
-def _call_error_findings(result: TraceResult, roots: Sequence[str]) -> list[Finding]:
-    """One target_error per line the target raised at, with every size it raised at."""
+def _call_error_findings(result: TraceResult, roots: Sequence[str], obs: Optional[Observation]) -> list[Finding]:
+    """One target_error per line the target raised at, with every size it raised at.
+
+    An error raised inside a compiled graph has only the graph's code on its stack: the eager run's
+    traceback of the same error gives the user's line.
+    """
+    eager_sites = {msg: site for msg, site in (obs.errors if obs else ()) if site[0]}
     by_line: dict[tuple[str, int, str], list[Any]] = {}
     for err in result.call_errors:
         frames = traceback.extract_tb(err.exc.__traceback__)
         mine = [f for f in frames if is_user_file(f.filename, roots)]
         f = mine[-1] if mine else (frames[-1] if frames else None)
         key = (f.filename if f else "", int(f.lineno or 0) if f else 0, f.name if f else "")
+        site = eager_sites.get(one_line(err.exc))
+        if site is not None:
+            key = (site[0], site[1], key[2] if site[0] == key[0] else "")
         by_line.setdefault(key, []).append(err)
     out = []
     for (file, line, function), errs in by_line.items():

@@ -89,7 +89,8 @@ class Observation:
     ops: dict[str, OpInfo] = field(default_factory=dict)
     syncs: list[SyncSeen] = field(default_factory=list)
     state_changes: list[StateChange] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
+    """('Type: message', the deepest user line it was raised at) per eager failure."""
 
 
 def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observation:
@@ -118,7 +119,8 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observat
         except SystemExit as exc:
             raise system_exit_error(exc, lambda f: is_user_file(f, roots)) from None
         except Exception as exc:
-            obs.errors.append(one_line(exc))
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename, roots)]
+            obs.errors.append((one_line(exc), (frames[-1].filename, int(frames[-1].lineno or 0)) if frames else ("", 0)))
         _state_changes(obs, before, _tensor_attributes(module))
     return obs
 

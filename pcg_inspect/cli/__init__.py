@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from .diff_cmd import diff
 from .explain_cmd import explain
@@ -21,12 +22,33 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
 )
-app.command("trace")(trace)
-app.command("diff")(diff)
-app.command("render")(render)
-app.command("explain")(explain)
-app.command("models")(models)
-app.command("ops")(ops)
+class _Argument(TyperArgument):
+    """An argument shown as its metavar (TARGET), not typer's '{target}' and '<str>'."""
+
+    def _usage_display_name(self) -> str:
+        name = self.metavar or (self.name or "").upper()
+        return name if self.required else f"[{name}]"
+
+    def _rich_display_name(self) -> str:
+        return self.metavar or (self.name or "").upper()
+
+    def display_type(self, ctx: object) -> None:  # type: ignore[override]
+        return None
+
+    def display_type_rich(self, ctx: object) -> None:  # type: ignore[override]
+        return None
+
+
+class _Command(TyperCommand):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+
+
+for _name, _fn in (("trace", trace), ("diff", diff), ("render", render), ("explain", explain), ("models", models), ("ops", ops)):
+    app.command(_name, cls=_Command)(_fn)
 
 
 def _explain(value: Optional[str]) -> None:

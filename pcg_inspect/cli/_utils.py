@@ -102,3 +102,16 @@ def guarded(debug: bool, fn: Callable[[], T]) -> T:
 
 def argv_command() -> str:
     return " ".join(["pcg-inspect", *sys.argv[1:]])
+
+
+def timeout_message(report: object) -> Optional[Text]:
+    """'error: timed out after N s in the <stage> stage at file:line' and the target's stack, or None."""
+    found = next((f for f in getattr(report, "findings", ()) if f.kind == "timeout"), None)
+    if found is None:
+        return None
+    d = found.details
+    at = f" at {found.file}:{found.line}" if found.file else ""
+    text = error_line("error", f"timed out after {d.timeout_s:g} s in the {d.stage} stage{at} (--timeout; exit 4)")
+    for frame in d.stack:
+        text.append(f"\n    {frame}")
+    return text

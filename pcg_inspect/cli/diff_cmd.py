@@ -6,10 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import EXIT_OK, EXIT_PROBLEMS, UsageError
+from ..errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT, UsageError
 from ..options import DEFAULT_TIMEOUT_S
 from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, JsonOut, Layers, NoReplay, NoSglang, Nproc, NumLayers,
-                     Override, SplitOps, Timeout, Tokens, consoles, guarded, trace_options)
+                     Override, SplitOps, Timeout, Tokens, consoles, guarded, make_console, timeout_message,
+                     trace_options)
 
 
 def diff(
@@ -46,7 +47,7 @@ def diff(
     Every trace option applies, whole, to a side given as a target (each traced in its own process).
     With --json -, stdout carries only the JSON; the text or markdown view goes to stderr.
 
-    Exit codes: 0 no regression, 1 regression, 2 usage or load error, 3 internal error.
+    Exit codes: 0 no regression, 1 regression, 2 usage or load error, 3 internal error, 4 a side timed out.
     """
 
     def body() -> int:
@@ -69,7 +70,8 @@ def diff(
         opts = trace_options("", tokens=tokens, split_op=split_op, device=device, dtype=dtype, dynamic=dynamic,
                              no_replay=no_replay, isolate=isolate, no_sglang=no_sglang_split_ops, layers=layers,
                              num_layers=num_layers, attn=attn, override=override, nproc=nproc, timeout=timeout)
-        result = diff_reports(launch.side(a, opts), launch.side(b, opts), fail, time_threshold)
+        side_a, side_b = launch.side(a, opts), launch.side(b, opts)
+        result = diff_reports(side_a, side_b, fail, time_threshold)
         text = json.dumps(result.to_dict(), indent=2) + "\n"
         json_on_stdout = json_out == "-" or fmt == "json"
         view, _ = consoles(json_on_stdout)
@@ -81,6 +83,11 @@ def diff(
             (sys.stderr if json_on_stdout else sys.stdout).write(markdown(result))
         elif fmt == "text":
             view.print(render(result, show_all))
+        stopped = [m for m in (timeout_message(side_a), timeout_message(side_b)) if m is not None]
+        for message in stopped:
+            make_console(stderr=True).print(message)
+        if stopped:
+            return EXIT_TIMEOUT  # a side that did not finish is not a comparison
         return EXIT_PROBLEMS if result.regressed else EXIT_OK
 
     raise typer.Exit(guarded(debug, body))

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
 from ..errors import UsageError
 from ..options import DEFAULT_TIMEOUT_S
 from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, JsonOut, Layers, NoReplay, NoSglang, Nproc, NumLayers,
-                     Override, Quiet, SplitOps, Timeout, Tokens, consoles, guarded, trace_options)
+                     Override, Quiet, SplitOps, Timeout, Tokens, consoles, guarded, timeout_message, trace_options)
 
 Detail = Annotated[str, typer.Option("--detail", metavar="MODE", help="Picture detail: nodes, pieces or auto (pieces above 400 nodes).")]
 
@@ -60,11 +61,14 @@ def trace(
             report = launch.trace(opts)
         else:
             with err.status("tracing…") as status:
-                report = launch.trace(opts, progress=lambda msg: status.update(msg))
+                report = launch.trace(opts, progress=lambda msg: status.update(Text(msg)))
         note = _write_outputs(report, json_out, out, html, detail)
         view.print(verdict(report) if quiet else render(report))
         if note:
             err.print(f"note: {note}", markup=False)
+        stopped = timeout_message(report)
+        if stopped is not None:
+            err.print(stopped)
         return exit_code(report)
 
     raise typer.Exit(guarded(debug, body))

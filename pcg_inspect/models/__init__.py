@@ -147,8 +147,11 @@ def make_factory(spec: str, opts: ModelOptions) -> tuple[Callable[..., Any], tup
     model_type = raw.get("model_type")
     try:
         config = AutoConfig.for_model(model_type, **{k: v for k, v in raw.items() if k != "model_type"})
-    except (KeyError, ValueError) as exc:
+    except KeyError as exc:
         raise TargetError(f"{spec}: transformers does not know model_type {model_type!r} ({exc})") from None
+    except Exception as exc:  # transformers validates the values: a bad --override lands here
+        given = f" (with --override {' '.join(opts.overrides)})" if opts.overrides else ""
+        raise TargetError(f"{spec}: invalid config{given}: {_whole(exc)}") from exc
     config = getattr(config, "text_config", None) or config
     is_moe = any(getattr(config, k, None) for k in ("num_experts", "n_routed_experts", "num_local_experts"))
     if is_moe and hasattr(config, "_experts_implementation") and not any(
@@ -173,6 +176,11 @@ def make_factory(spec: str, opts: ModelOptions) -> tuple[Callable[..., Any], tup
         return _layers(config, layer_ids, tokens, device)
 
     return factory, split_ops
+
+
+def _whole(exc: BaseException) -> str:
+    """The exception's message on one line (transformers puts the reason after a colon and a newline)."""
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())[:300]
 
 
 def _modeling(config: Any) -> Any:
