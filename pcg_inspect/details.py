@@ -128,6 +128,8 @@ class CaptureDetails(Details):
     phase: str = "capture"
     """capture | replay."""
     max_abs_err: float = 0.0
+    searched: tuple[int, ...] = ()
+    """(lo, hi) prefix lengths still to search when a sticky CUDA error stopped the bisection ('' node)."""
 
     def match_key(self) -> str:
         return f"{self.cause}:{self.target}"

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 from . import __version__
 from .details import TimeoutDetails
 from .errors import PcgInspectError, ReportError, TargetError, UsageError
-from .options import RankContext, TraceOptions
+from .options import Bisect, RunContext, TraceOptions
 from .report import SCHEMA_VERSION, Environment, Finding, Replay, Report, build_summary, load_report, with_summary
 
 Progress = Callable[[str], None]
@@ -70,10 +70,10 @@ def check_model_options(options: TraceOptions) -> None:
 
 def run_here(options: TraceOptions, progress: Optional[Progress] = None) -> Report:
     """The pipeline in this process, under the options' deadline."""
-    return _pipeline(options, progress, RankContext(), None).report
+    return _pipeline(options, progress, RunContext(), None).report
 
 
-def _pipeline(options: TraceOptions, progress: Optional[Progress], context: RankContext,
+def _pipeline(options: TraceOptions, progress: Optional[Progress], context: RunContext,
               checkpoint: Optional[Callable[[Report], None]]) -> Any:
     import contextlib
 
@@ -126,7 +126,42 @@ def run_in_child(options: TraceOptions, progress: Optional[Progress] = None) -> 
     with tempfile.TemporaryDirectory(prefix="pcg-inspect-") as tmp:
         child = _start(Path(tmp), "trace", options, progress)
         timed_out = _wait([child], _deadline(options))
-        return _collect(child, options, timed_out)
+        report = _collect(child, options, timed_out)
+    return _continue_bisections(report, options, progress)
+
+
+MAX_BISECT_WORKERS = 8
+
+
+def _continue_bisections(report: Report, options: TraceOptions, progress: Optional[Progress]) -> Report:
+    """A capture failure whose bisection a sticky CUDA error stopped: go on narrowing it, one fresh worker
+    per attempt, until one op is left (the worker's own in-process search runs while the context lives)."""
+    for _ in range(MAX_BISECT_WORKERS):
+        pending = next((f for f in report.findings if f.kind == "capture_failed" and len(f.details.searched) == 2), None)
+        if pending is None:
+            return report
+        d = pending.details
+        if progress:
+            progress(f"narrowing the capture failure of piece {d.piece} in a fresh process")
+        found = _bisect_in_child(options, d)
+        if found is None:
+            return with_summary(report, findings=tuple(replace(f, details=replace(f.details, searched=())) if f is pending else f
+                                                       for f in report.findings))
+        report = with_summary(report, findings=tuple(found if f is pending else f for f in report.findings))
+    return report
+
+
+def _bisect_in_child(options: TraceOptions, d: Any) -> Optional[Finding]:
+    opts = replace(options, capture_sizes=(d.capture_size,), observe_ops=False)
+    request = {"capture_size": d.capture_size, "graph": d.graph, "piece": d.piece, "phase": d.phase,
+               "lo": d.searched[0], "hi": d.searched[1]}
+    with tempfile.TemporaryDirectory(prefix="pcg-inspect-bisect-") as tmp:
+        child = _start(Path(tmp), "bisect", opts, None, bisect=request)
+        _wait([child], _deadline(opts))
+        if not child.file("report.json").exists():
+            return None
+        result = load_report(str(child.file("report.json")))
+    return next((f for f in result.findings if f.kind == "capture_failed"), None)
 
 
 def _start(folder: Path, role: str, options: TraceOptions, progress: Optional[Progress], **extra: Any) -> _Child:
@@ -378,7 +413,8 @@ def _do_role(request: dict[str, Any], options: TraceOptions, out: Path) -> None:
     if role == "reference":
         _write_json(out / "findings.json", _reference(options, request["outputs"]))
         return
-    context = RankContext(request.get("rank", 0), request.get("world_size", 1))
+    bisect = Bisect(**request["bisect"]) if role == "bisect" else None
+    context = RunContext(request.get("rank", 0), request.get("world_size", 1), bisect)
     if role == "rank":
         _init_rank(options, context, request["port"])
         options = replace(options, device=f"cuda:{context.rank}") if options.device.startswith("cuda") else options
@@ -392,7 +428,7 @@ def _do_role(request: dict[str, Any], options: TraceOptions, out: Path) -> None:
             _leave_rank()
 
 
-def _init_rank(options: TraceOptions, context: RankContext, port: int) -> None:
+def _init_rank(options: TraceOptions, context: RunContext, port: int) -> None:
     from datetime import timedelta
 
     import torch

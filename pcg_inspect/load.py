@@ -76,7 +76,7 @@ def load(
 
     mod: Any = None
     if models.is_model_spec(spec):
-        factory, model_split_ops = models.make_factory(spec, model_options or ModelOptions())
+        factory, model_split_ops = models.make_factory(spec, model_options or ModelOptions(), world_size)
         roots = _transformers_roots()
     else:
         if model_options is not None and not model_options.is_default():

@@ -122,11 +122,28 @@ class TraceOptions:
 
 
 @dataclass(frozen=True)
-class RankContext:
-    """Where a pipeline runs among tensor-parallel ranks (set by the launcher, never by a user)."""
+class Bisect:
+    """Continue narrowing a capture failure in a fresh process (the last attempt left a sticky CUDA error)."""
+
+    capture_size: int
+    graph: int
+    piece: int
+    phase: str
+    """capture | replay."""
+    lo: int
+    """A prefix of this many call nodes passes."""
+    hi: int
+    """A prefix of this many fails."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a pipeline runs: its rank among tensor-parallel ranks, and a bisection to continue (set by
+    the launcher, never by a user)."""
 
     rank: int = 0
     world_size: int = 1
+    bisect: Optional[Bisect] = None
 
 
 def parse_capture_sizes(text: str) -> tuple[int, ...]:

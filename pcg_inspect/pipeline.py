@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 from . import __version__
 from .details import TimeoutDetails
 from .errors import TraceTimeout, UsageError
-from .options import RankContext, TraceOptions
+from .options import RunContext, TraceOptions
 from .report import SCHEMA_VERSION, Environment, Finding, Report, build_summary
 
 Progress = Callable[[str], None]
@@ -39,7 +39,7 @@ class _State:
     """What the stages produced so far (a timeout reports whatever is here)."""
 
     options: TraceOptions
-    context: RankContext
+    context: RunContext
     stage: str = "import"
     timings: dict[str, float] = field(default_factory=dict)
     target: Any = None
@@ -56,7 +56,7 @@ class _State:
 
 def run(
     options: TraceOptions,
-    context: RankContext = RankContext(),
+    context: RunContext = RunContext(),
     progress: Optional[Progress] = None,
     checkpoint: Optional[Checkpoint] = None,
 ) -> PipelineRun:
@@ -156,7 +156,7 @@ def _replay(state: _State, say: Progress) -> Any:
     inputs.sort(key=lambda ri: -ri.capture_size)  # largest first, as the engine captures
     functions = {g.index: g.function for g in state.cut.graphs}
     return replay(inputs, state.split_ops, state.options.device, state.options.isolate, on_progress=say,
-                  roots=state.target.roots, functions=functions)
+                  roots=state.target.roots, functions=functions, bisect=state.context.bisect)
 
 
 def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:

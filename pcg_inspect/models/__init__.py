@@ -129,7 +129,7 @@ def parse_layers(text: str) -> list[int]:
     return out
 
 
-def make_factory(spec: str, opts: ModelOptions) -> tuple[Callable[..., Any], tuple[str, ...]]:
+def make_factory(spec: str, opts: ModelOptions, world_size: int = 1) -> tuple[Callable[..., Any], tuple[str, ...]]:
     """A factory ``(tokens, device, dtype) -> (module, args, kwargs)`` and the split ops it needs.
 
     Raises:
@@ -169,13 +169,48 @@ def make_factory(spec: str, opts: ModelOptions) -> tuple[Callable[..., Any], tup
     layer_ids = [] if opts.num_layers > 0 else parse_layers(opts.layers)
     if layer_ids and max(layer_ids) >= config.num_hidden_layers:
         raise TargetError(f"{spec} has {config.num_hidden_layers} layers; --layers {opts.layers} is out of range")
+    if world_size > 1:  # row-parallel projections end with an in-place all-reduce, a split op
+        split_ops += (_tp_split_op(),)
+    return _Factory(spec, config, layer_ids, opts.num_layers), split_ops
 
-    def factory(tokens: int = 8, device: str = "cpu") -> Any:
-        if opts.num_layers > 0:
-            return _whole_model(config, opts.num_layers, tokens, device)
-        return _layers(config, layer_ids, tokens, device)
 
-    return factory, split_ops
+def _tp_split_op() -> str:
+    from .build import ALL_REDUCE
+
+    return ALL_REDUCE
+
+
+class _Factory:
+    """``(tokens, device, dtype, rank, world_size) -> (module, args)``: the module is built once, later
+    calls only make inputs (a full-size layer is built once per run, not once per capture size)."""
+
+    def __init__(self, spec: str, config: Any, layer_ids: list[int], num_layers: int) -> None:
+        self.spec, self.config, self.layer_ids, self.num_layers = spec, config, layer_ids, num_layers
+        self.module: Any = None
+
+    def __call__(self, tokens: int = 8, device: str = "cpu", dtype: Any = None, rank: int = 0, world_size: int = 1) -> Any:
+        import torch
+
+        dtype = dtype or torch.float32
+        if self.module is None:
+            self.module = self._build(device, dtype, rank, world_size)
+        hidden, positions = _inputs(self.config, tokens, device, dtype)
+        if self.num_layers > 0:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(tokens)
+            ids = torch.randint(0, self.config.vocab_size, (1, tokens), device=device, generator=gen)
+            return self.module, (ids,)
+        return self.module, (hidden, positions)
+
+    def _build(self, device: str, dtype: Any, rank: int, world_size: int) -> Any:
+        plan = dict(getattr(self.config, "base_model_tp_plan", None) or {}) if world_size > 1 else None
+        if world_size > 1 and self.num_layers > 0:
+            raise UsageError("--nproc with --num-layers is not supported: trace decoder layers (--layers) across ranks")
+        if world_size > 1 and not plan:
+            raise UsageError(f"tensor parallel: {self.spec}'s config has no base_model_tp_plan to shard by")
+        if self.num_layers > 0:
+            return _whole_model(self.config, self.num_layers, device, dtype)
+        return _layers(self.config, self.layer_ids, device, dtype, plan, rank, world_size)
 
 
 def _whole(exc: BaseException) -> str:
@@ -240,14 +275,24 @@ def layer_stack(layers: Any, rotary: Any, layer_types: Sequence[Optional[str]], 
     return _Stack()
 
 
-def _layers(config: Any, layer_ids: list[int], tokens: int, device: str) -> Any:
+def _inputs(config: Any, tokens: int, device: str, dtype: Any) -> tuple[Any, Any]:
     import torch
+
+    gen = torch.Generator(device=device)
+    gen.manual_seed(tokens)
+    hidden = torch.randn(1, tokens, config.hidden_size, device=device, dtype=dtype, generator=gen) * 0.5
+    return hidden, torch.arange(tokens, device=device).unsqueeze(0)
+
+
+def _layers(config: Any, layer_ids: list[int], device: str, dtype: Any, plan: Optional[dict[str, str]], rank: int,
+            world_size: int) -> Any:
+    from .build import materialise, params_on_meta
 
     mod = _modeling(config)
     layer_cls = _class(mod, "DecoderLayer", config)
     rope_cls = _class(mod, "RotaryEmbedding", config)
-    torch.manual_seed(0)
-    layers = [layer_cls(config, layer_idx=i) for i in layer_ids]
+    with params_on_meta():
+        layers = [layer_cls(config, layer_idx=i) for i in layer_ids]
     try:
         rotary = rope_cls(config=config)
     except TypeError:
@@ -256,18 +301,18 @@ def _layers(config: Any, layer_ids: list[int], tokens: int, device: str) -> Any:
     layer_types = [types[i] if i < len(types) else None for i in layer_ids]
     window = int(getattr(config, "sliding_window", 0) or 0)
     windows = [window if (t or "").startswith("sliding") else 0 for t in layer_types]
-    model = layer_stack(layers, rotary, layer_types, windows).to(device)
-    _init(model, config)
-    hidden = torch.randn(1, tokens, config.hidden_size, device=device) * 0.5
-    positions = torch.arange(tokens, device=device).unsqueeze(0)
-    return model, (hidden, positions)
+    model = layer_stack(layers, rotary, layer_types, windows)
+    materialise(model, device, dtype, _std(config), plan, rank, world_size)
+    return model.to(device)  # the buffers (rotary frequencies), computed in __init__, stay as built
 
 
-def _whole_model(config: Any, num_layers: int, tokens: int, device: str) -> Any:
+def _whole_model(config: Any, num_layers: int, device: str, dtype: Any) -> Any:
     import copy
 
     import torch
     from transformers import AutoModel
+
+    from .build import materialise, params_on_meta
 
     cfg = copy.deepcopy(config)
     cfg.num_hidden_layers = num_layers
@@ -275,10 +320,11 @@ def _whole_model(config: Any, num_layers: int, tokens: int, device: str) -> Any:
         value = getattr(cfg, key, None)
         if isinstance(value, list):
             setattr(cfg, key, value[:num_layers])
-    torch.manual_seed(0)
-    model = AutoModel.from_config(cfg).to(device)
+    with params_on_meta():
+        model = AutoModel.from_config(cfg)
+    materialise(model, device, dtype, _std(cfg))
+    model = model.to(device)
     model.config.use_cache = False
-    _init(model, cfg)
 
     class Forward(torch.nn.Module):
         def __init__(self) -> None:
@@ -288,20 +334,8 @@ def _whole_model(config: Any, num_layers: int, tokens: int, device: str) -> Any:
         def forward(self, input_ids: Any) -> Any:
             return self.model(input_ids=input_ids, use_cache=False).last_hidden_state
 
-    ids = torch.randint(0, cfg.vocab_size, (1, tokens), device=device)
-    return Forward(), (ids,)
+    return Forward()
 
 
-def _init(model: Any, config: Any) -> None:
-    # Random weights with a sane scale (transformers leaves some uninitialised without _init_weights).
-    import torch
-
-    std = float(getattr(config, "initializer_range", 0.02) or 0.02)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, std)
-            elif "norm" in name or name.endswith("weight"):
-                p.fill_(1.0) if "norm" in name else p.normal_(0.0, std)
-            else:
-                p.zero_()
+def _std(config: Any) -> float:
+    return float(getattr(config, "initializer_range", 0.02) or 0.02)

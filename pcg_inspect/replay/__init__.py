@@ -12,7 +12,7 @@ its op and line, a piece that differs to the first node that differs (``localise
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..errors import one_line
 from ..report import Finding, Replay, SizeReplay
@@ -38,6 +38,7 @@ def replay(
     on_progress: Optional[Callable[[str], None]] = None,
     roots: Sequence[str] = (),
     functions: Optional[dict[int, str]] = None,
+    bisect: Optional[Any] = None,
 ) -> ReplayOutcome:
     """Replay each (size, graph), largest size first.
 
@@ -48,9 +49,12 @@ def replay(
         isolate: GPU only: capture each piece in its own memory pool.
         roots: the user's folders (where findings point).
         functions: graph index -> function name (for messages).
+        bisect: ``options.Bisect``: only continue narrowing that piece's failure (a fresh worker).
     Returns:
         ReplayOutcome.
     """
+    if bisect is not None:
+        return _continue_bisect(inputs, split_ops, bisect, roots, functions or {})
     cuda = device.startswith("cuda")
     sizes, facts = (_replay_cuda if cuda else _replay_cpu)(inputs, split_ops, isolate, on_progress)
     note = (
@@ -106,6 +110,23 @@ def _replay_cuda(inputs: Sequence[ReplayInput], split_ops: Sequence[str], isolat
             sizes.append(size)
             facts += found
     return sizes, facts
+
+
+def _continue_bisect(inputs: Sequence[ReplayInput], split_ops: Sequence[str], bisect: Any, roots: Sequence[str],
+                     functions: dict[int, str]) -> ReplayOutcome:
+    """Warm up (the piece's inputs), then go on narrowing ``bisect``'s prefix range in this fresh process."""
+    import torch
+
+    from .cuda import SizeRun
+
+    ri = next(ri for ri in inputs if ri.capture_size == bisect.capture_size)
+    run = SizeRun(ri, split_ops, False, torch.cuda.Stream())
+    run.warm_up()
+    piece = next(p for p in run.pieces.values() if p.index == bisect.piece)
+    failure = run.bisect(piece, bisect.phase, bisect.lo, bisect.hi)
+    facts = [PieceFacts(bisect.capture_size, bisect.graph, bisect.piece, failure)]
+    note = f"bisection of piece {bisect.piece} at {bisect.capture_size} tokens, prefixes {bisect.lo}..{bisect.hi}"
+    return ReplayOutcome(Replay("cuda", "bisect", "capture_failed", (), note), _findings(facts, roots, functions))
 
 
 def _guard(fn: Callable[[], bool], default: bool) -> bool:

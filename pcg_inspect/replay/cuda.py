@@ -261,9 +261,12 @@ class SizeRun:
         """Failures with no node (raised at capture end, or at replay): find the node by capturing growing prefixes."""
         for piece in self.pieces.values():
             f = piece.failure
-            if f is None or f.node is not None or f.phase == "warmup" or f.sticky or piece.args is None:
+            if f is None or f.node is not None or f.phase == "warmup" or piece.args is None:
                 continue
             n = len(call_nodes(piece.module))
+            if f.sticky:  # nothing more can run in this process: a fresh worker goes on
+                f.searched = (0, n)
+                continue
             found = self.bisect(piece, f.phase, 0, n)
             f.searched = found.searched
             if found.node is not None:
@@ -284,8 +287,10 @@ class SizeRun:
                 lo = mid
                 continue
             hi, error = mid, failure.error
-            if failure.sticky:
+            if failure.sticky and hi - lo > 1:
                 return Failure(error, phase, None, -1, sticky=True, searched=(lo, hi))
+            if failure.sticky:
+                break
         node = nodes[hi - 1] if 0 < hi <= len(nodes) else None
         return Failure(error or (piece.failure.error if piece.failure else ""), phase, node, hi - 1, searched=(lo, hi))
 

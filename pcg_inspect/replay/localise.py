@@ -93,7 +93,8 @@ def capture_finding(facts: PieceFacts, roots: Sequence[str], function: str = "")
         file=file, line=line, code=source_line(file, line), op=op, hint=CAUSES[cause].hint,
         details=CaptureDetails(capture_size=facts.capture_size, graph=facts.graph, piece=facts.piece,
                                node=f.node.name if f.node is not None else "", node_index=f.node_index, target=op,
-                               primary_error=f.error, cause=cause, phase=f.phase),
+                               primary_error=f.error, cause=cause, phase=f.phase,
+                               searched=f.searched if f.node is None and f.searched[1] - f.searched[0] > 1 else ()),
     )
 
 

@@ -108,6 +108,10 @@ def test_device_assert_in_replay_does_not_lose_the_report():
     assert report.replay.status == "error"
     assert not report.capturable  # an illegal access at replay is the engine's failure too
     assert report.graphs and report.pieces  # the trace's records survive the poisoned context
+    # the context is poisoned at once: fresh workers narrow the failure down to the op
+    f = _finding(report, "capture_failed")
+    print(f"GPU|device_assert|{f.op}|{f.file.rsplit('/', 1)[-1]}:{f.line}|phase={f.details.phase}|{f.details.primary_error[:80]}")
+    assert f.details.phase == "replay" and f.op == "pcg_bad.crash_on_replay" and f.line == marker_line(BAD, "MARK:op_call")
 
 
 def test_split_op_returning_new_tensor_flagged_on_gpu():
