@@ -592,3 +592,14 @@ def dynamo_user_stack() -> list[traceback.FrameSummary]:
         return list(ctx.extract_stack())
     except Exception:
         return []
+
+
+def pool_bytes(pool: Any) -> int:
+    """Bytes of the segments a CUDA-graph memory pool holds (``torch.cuda.memory_snapshot``'s
+    ``segment_pool_id``, torch >= 2.1; 0 when it cannot tell)."""
+    try:
+        wanted = tuple(pool)
+        return sum(int(seg.get("total_size", 0)) for seg in torch.cuda.memory_snapshot()
+                   if tuple(seg.get("segment_pool_id", ())) == wanted)
+    except Exception:
+        return 0

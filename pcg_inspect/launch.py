@@ -335,7 +335,7 @@ def _run_ranks(options: TraceOptions, progress: Optional[Progress]) -> Report:
     with tempfile.TemporaryDirectory(prefix="pcg-inspect-tp-") as tmp:
         if progress:
             progress(f"tracing {n} ranks")
-        ranks = [_start(Path(tmp) / f"rank{r}", "rank", options, progress if r == 0 else None,
+        ranks = [_start(Path(tmp) / f"rank{r}", "rank", options, _prefixed(progress, f"rank {r}: "),
                         rank=r, world_size=n, port=port) for r in range(n)]
         killed = _wait(ranks, _deadline(options))
         reports, errors = _rank_results(ranks, killed, options)
@@ -346,6 +346,10 @@ def _run_ranks(options: TraceOptions, progress: Optional[Progress]) -> Report:
         _wait([ref], _deadline(options))
         mismatches = _reference_findings(ref)
     return merge(reports, errors, killed, mismatches, n, options.timeout_s)
+
+
+def _prefixed(progress: Optional[Progress], prefix: str) -> Optional[Progress]:
+    return (lambda msg: progress(prefix + msg)) if progress is not None else None
 
 
 def _rank_results(ranks: list[_Child], killed: list[int], options: TraceOptions) -> tuple[dict[int, Report], dict[int, str]]:
@@ -467,14 +471,15 @@ def _reference(options: TraceOptions, outputs: list[str]) -> list[dict[str, Any]
     from .replay import compare
     from .report import to_jsonable
 
-    target = load(options.target, options.capture_sizes, "cpu", options.torch_dtype_name, options.model, 0, 1)
+    device = "cuda:0" if options.device.startswith("cuda") else "cpu"  # a full-size layer is slow on a CPU
+    target = load(options.target, options.capture_sizes, device, options.torch_dtype_name, options.model, 0, 1)
     call = max(target.calls, key=lambda c: c.tokens or 0)
     with torch.no_grad():
         reference = target.module(*call.args, **call.kwargs)
     out = []
     for path in outputs:
         rank = int(Path(path).parent.name.removeprefix("rank"))
-        abs_e, rel_e, close = compare(torch.load(path), reference)
+        abs_e, rel_e, close = compare(torch.load(path, map_location=device), reference)
         if not close:
             out.append(to_jsonable(Finding(
                 kind="tp_mismatch", severity="error",

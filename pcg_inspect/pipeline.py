@@ -95,7 +95,8 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
     from . import split as split_stage
 
     with _stage(state, "load"):
-        say(f"loading {options.target}")
+        what = "building weights" if ":" not in options.target else "loading"
+        say(f"{what} {options.target} on {options.device} ({options.dtype or 'as built'})")
         state.target = load.load(options.target, options.capture_sizes, options.device, options.torch_dtype_name,
                                  options.model, state.context.rank, state.context.world_size)
     ops, state.sglang_version, warnings = split_stage.resolve_split_ops(

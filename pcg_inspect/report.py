@@ -236,6 +236,7 @@ class SizeReplay:
     rmse_ratio: float = 0.0
     """RMSE(compiled vs ref) / RMSE(eager vs ref); <= threshold is a pass (GPU only)."""
     peak_mem_bytes: int = 0
+    """GPU: peak memory allocated while capturing and checking this size (weights included)."""
     message: str = ""
     warmup_ms: float = 0.0
     """GPU: the two eager warm-up forwards."""
@@ -243,6 +244,8 @@ class SizeReplay:
     """GPU: capturing every piece (the engine's capture cost at this size)."""
     check_ms: float = 0.0
     """GPU: fresh-input replay, per-piece eager runs, fp64 reference and comparisons (the tool's own work)."""
+    pool_bytes: int = 0
+    """GPU: memory the shared CUDA-graph pool holds after this size's capture (0 with --isolate)."""
 
 
 @dataclass(frozen=True)

@@ -210,9 +210,35 @@ def _replay(report: Report) -> Iterable[Any]:
         )
     yield table
     for sr in rp.sizes:
+        if sr.peak_mem_bytes or sr.pool_bytes:
+            pool = f", graph pool {_mib(sr.pool_bytes)}" if sr.pool_bytes else ""
+            yield Text(f"  {sr.capture_size} tokens: peak GPU memory {_mib(sr.peak_mem_bytes)}{pool}, capture {sr.capture_ms:.1f} ms", style="dim")
         for pr in sr.pieces:
             if pr.message and pr.status != "ok":
                 yield Text(f"  {sr.capture_size} tokens, piece {pr.index}: {pr.message}", style="red")
+    yield from _failure_pictures(report)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n / 2**10:,.0f} KiB"
+
+
+def _failure_pictures(report: "Report") -> Iterable[Any]:
+    """Each piece a capture failure or mismatch was pinned to, its ops in order, the failing one marked."""
+    graphs = {g.index: g for g in report.graphs}
+    for f in report.findings:
+        d = f.details
+        if f.kind not in ("capture_failed", "replay_mismatch") or getattr(d, "graph", None) not in graphs or not d.node:
+            continue
+        nodes = [n for n in graphs[d.graph].nodes if n.piece == d.piece and n.op not in ("placeholder", "output", "get_attr")]
+        line = Text(f"  piece {d.piece} at {d.capture_size} tokens: ")
+        for i, n in enumerate(nodes):
+            if i:
+                line.append(" → ", style="dim")
+            line.append(f"[{n.target}]" if n.name == d.node else n.target, style="bold red" if n.name == d.node else "")
+        where = f"  ({short_path(f.file)}:{f.line})" if f.file else ""
+        line.append(f"{where}", style="dim")
+        yield line
 
 
 def _ranks(report: Report) -> Iterable[Any]:
