@@ -92,6 +92,8 @@ def main(spec: str, sizes: list[int], split_ops: list[str]) -> dict:
 def _run(compiled, calls, torch, warmup, capture_stream) -> None:
     import torch._dynamo
 
+    from pcg_inspect.load import tensor_at
+
     for call in calls:  # sglang marks the token dims dynamic before the first compile
         for path, dim in call.token_dims.items():
             torch._dynamo.maybe_mark_dynamic(tensor_at(call, path), dim)
