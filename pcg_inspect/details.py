@@ -157,6 +157,8 @@ class TpMismatchDetails(Details):
     rank: int
     max_abs_err: float
     max_rel_err: float
+    relative_rmse: float = 0.0
+    """||rank output - reference|| / ||reference||: what decides (a dtype's rounding stays far below a wrong shard)."""
 
     def match_key(self) -> str:
         return str(self.rank)
