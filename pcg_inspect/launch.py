@@ -73,8 +73,14 @@ def run_here(options: TraceOptions, progress: Optional[Progress] = None) -> Repo
     return _pipeline(options, progress, RunContext(), None).report
 
 
+def trace_object(obj: Any, args: Any, kwargs: Any, options: TraceOptions, progress: Optional[Progress] = None) -> Report:
+    """An in-memory target (the API): always in this process (an object cannot cross to a worker)."""
+    options.validate()
+    return _pipeline(options, progress, RunContext(), None, (obj, args, kwargs)).report
+
+
 def _pipeline(options: TraceOptions, progress: Optional[Progress], context: RunContext,
-              checkpoint: Optional[Callable[[Report], None]]) -> Any:
+              checkpoint: Optional[Callable[[Report], None]], target_object: Any = None) -> Any:
     import contextlib
 
     from .deadline import Deadline
@@ -83,7 +89,7 @@ def _pipeline(options: TraceOptions, progress: Optional[Progress], context: RunC
     # The target's own prints go to stderr: stdout carries only what we print (JSON with --json -).
     with Deadline(options.timeout_s, on_stuck=_say_stuck(options), extra_stack=_dynamo_stack), \
             contextlib.redirect_stdout(sys.stderr):
-        return run(options, context, progress, checkpoint)
+        return run(options, context, progress, checkpoint, target_object)
 
 
 def _dynamo_stack() -> list[Any]:

@@ -99,6 +99,43 @@ def load(
     return Target(spec, module, calls, split_ops, roots, file, line, fixed)
 
 
+def load_object(obj: Any, args: Any, kwargs: Any, capture_sizes: tuple[int, ...], device: str = "cpu",
+                dtype: str | None = None) -> Target:
+    """A target given as a Python object (the API): a module (with ``args``/``kwargs`` as fixed inputs, or
+    inputs built per size like a bare module's), or a factory called like a ``file.py:factory`` target.
+
+    Raises:
+        TargetError: the object is neither, or the factory failed.
+    """
+    import torch
+
+    spec = getattr(obj, "__qualname__", type(obj).__qualname__)
+    source = obj if not isinstance(obj, torch.nn.Module) else type(obj)
+    file, line = _source_of(source)
+    roots = (str(Path(file).resolve().parent),) if file else ()
+    torch_dtype = _torch_dtype(dtype) if dtype else None
+    if isinstance(obj, torch.nn.Module):
+        if args is None and kwargs is None:
+            calls = [Call(t, _default_inputs(spec, obj, t), {}) for t in capture_sizes]
+        else:
+            args = args if isinstance(args, (tuple, list)) else (args,)
+            calls = [Call(_fixed_tokens(tuple(args), dict(kwargs or {})), tuple(args), dict(kwargs or {}))]
+        module, fixed = obj, args is not None or kwargs is not None
+    elif callable(obj):
+        params = _parameters(obj)
+        base = {k: v for k, v in (("device", device), ("dtype", torch_dtype)) if k in params and v is not None}
+        module, calls, fixed = _build(spec, obj, params, base, capture_sizes)
+    else:
+        raise TargetError(f"the target must be an nn.Module, a factory or a target string, got {type(obj).__name__}")
+    module = _place(module, device, torch_dtype)
+    for c in calls:
+        c.args = tuple(_place_value(a, device, torch_dtype) for a in c.args)
+        c.kwargs = {k: _place_value(v, device, torch_dtype) for k, v in c.kwargs.items()}
+    _infer_token_dims(calls)
+    mod = sys.modules.get(getattr(source, "__module__", ""), None)
+    return Target(spec, module, calls, tuple(getattr(mod, "SPLIT_OPS", ()) or ()), roots, file, line, fixed)
+
+
 def _factory_of(spec: str) -> tuple[Any, Callable[..., Any], tuple[str, ...]]:
     mod, attr, roots = _import_target(spec)
     factory = getattr(mod, attr, None)

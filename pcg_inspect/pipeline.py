@@ -52,6 +52,7 @@ class _State:
     replay: Any = None
     replay_findings: tuple[Finding, ...] = ()
     torch_version: str = ""
+    target_object: Any = None
 
 
 def run(
@@ -59,6 +60,7 @@ def run(
     context: RunContext = RunContext(),
     progress: Optional[Progress] = None,
     checkpoint: Optional[Checkpoint] = None,
+    target_object: Any = None,
 ) -> PipelineRun:
     """Run every stage for one target in this process.
 
@@ -68,13 +70,15 @@ def run(
         progress: called with a short line per step.
         checkpoint: called with the report before replay starts (a worker saves it, so a crash in
             replay still leaves the trace's findings).
+        target_object: an in-memory target (the Python API): ``(object, args, kwargs)`` instead of
+            ``options.target``, which then only names it.
     Returns:
         PipelineRun. A ``TraceTimeout`` raised into this process ends the stage it hits, and the
         report holds what finished plus a ``timeout`` finding.
     Raises:
         UsageError, TargetError: bad options or a target that cannot be loaded.
     """
-    state = _State(options, context)
+    state = _State(options, context, target_object=target_object)
     say = progress or (lambda _msg: None)
     try:
         _run_stages(state, say, checkpoint)
@@ -97,8 +101,12 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
     with _stage(state, "load"):
         what = "building weights" if ":" not in options.target else "loading"
         say(f"{what} {options.target} on {options.device} ({options.dtype or 'as built'})")
-        state.target = load.load(options.target, options.capture_sizes, options.device, options.torch_dtype_name,
-                                 options.model, state.context.rank, state.context.world_size)
+        if state.target_object is not None:
+            obj, args, kwargs = state.target_object
+            state.target = load.load_object(obj, args, kwargs, options.capture_sizes, options.device, options.torch_dtype_name)
+        else:
+            state.target = load.load(options.target, options.capture_sizes, options.device, options.torch_dtype_name,
+                                     options.model, state.context.rank, state.context.world_size)
     ops, state.sglang_version, warnings = split_stage.resolve_split_ops(
         options.split_ops, state.target.split_ops, options.use_sglang_split_ops)
     state.split_ops, state.warnings = tuple(ops), list(warnings)

@@ -12,6 +12,14 @@ from ..frames import clean_function, is_user_file, source_line
 
 _STACK_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _CID_PREFIX = re.compile(r"^\s*\d+/\d+:\s*")
+# An object or type id in a guard is an address in the tracing process: shown as <id> so that a report
+# is the same from run to run and from the CLI and the API (the type after it names the object).
+_PROCESS_ID = re.compile(r"(___check_(?:obj|type)_id\(.*?), \d+\)")
+
+
+def stable_code(code: str) -> str:
+    """Guard code without the tracing process's object ids."""
+    return _PROCESS_ID.sub(r"\1, <id>)", code) if code else code
 
 
 def _frame_of(code: Any) -> tuple[str, str, int]:
@@ -25,7 +33,7 @@ def build_guard_sets(raw: Sequence[RawGuardSet]) -> list[GuardSet]:
     out = []
     for gs in raw:
         fn, file, line = _frame_of(gs.code)
-        guards = tuple(Guard(g.type, g.source, g.code) for g in gs.guards)
+        guards = tuple(Guard(g.type, g.source, stable_code(g.code)) for g in gs.guards)
         out.append(GuardSet(gs.compile_id, fn, file, line, gs.graph, guards))
     return out
 
@@ -51,6 +59,7 @@ def build_recompiles(raw: Sequence[RawRecompile]) -> list[Recompile]:
         src_file, src_line = "", 0
         for r in rc.reasons:
             text, f, ln = clean_reason(r)
+            text = stable_code(text)
             if text and text not in reasons:
                 reasons.append(text)
             if f and not src_file:
@@ -136,8 +145,10 @@ def _recompile_text(kind: str, e: dict) -> tuple[str, str]:
     if e["cause"] == "zero_one":
         return (
             f"Recompiled{at}{where}: size 1 of the token dim is specialised (0/1 specialisation){names}",
-            "Expected with maybe_mark_dynamic at T=1: a separate graph is captured for decode. To share "
-            "one graph, mark the token dim with torch._dynamo.mark_unbacked (--dynamic unbacked).",
+            "Expected with maybe_mark_dynamic at T=1: a separate graph with the size fixed at 1. sglang's "
+            "piecewise backend captures only graphs with a symbolic token size, so at T=1 this graph runs "
+            "without CUDA graphs (slower, not a failure). To share one graph, the token dim must not be "
+            "specialised: torch._dynamo.mark_unbacked (--dynamic unbacked shows what that gives).",
         )
     if e["cause"] == "static_first":
         return (

@@ -9,6 +9,7 @@ from typer.core import TyperArgument, TyperCommand
 
 from .diff_cmd import diff
 from .explain_cmd import explain
+from .fix_cmd import fix
 from .models_cmd import models, ops
 from .render_cmd import render
 from .trace_cmd import trace
@@ -47,7 +48,8 @@ class _Command(TyperCommand):
                 param.__class__ = _Argument
 
 
-for _name, _fn in (("trace", trace), ("diff", diff), ("render", render), ("explain", explain), ("models", models), ("ops", ops)):
+for _name, _fn in (("trace", trace), ("diff", diff), ("fix", fix), ("render", render), ("explain", explain), ("models", models),
+                   ("ops", ops)):
     app.command(_name, cls=_Command)(_fn)
 
 

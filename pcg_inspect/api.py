@@ -1,0 +1,64 @@
+"""The Python API: ``pcg_inspect.inspect(target) -> Report``, the same pipeline and Report as the CLI.
+
+    import pcg_inspect
+    report = pcg_inspect.inspect("examples/nsa_indexer/after.py:make")
+    assert report.capturable, report.to_text()
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+from .options import DEFAULT_CAPTURE_SIZES, ModelOptions, TraceOptions
+from .report import Report
+
+
+def inspect(
+    target: Any,
+    args: Any = None,
+    kwargs: Optional[dict[str, Any]] = None,
+    *,
+    sizes: Sequence[int] = DEFAULT_CAPTURE_SIZES,
+    split_ops: Sequence[str] = (),
+    device: str = "cpu",
+    dtype: Optional[str] = None,
+    replay: bool = True,
+    timeout: Optional[float] = None,
+    model: Optional[ModelOptions] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> Report:
+    """Trace ``target`` as piecewise CUDA graph capture does and return the Report (what ``trace --json`` writes).
+
+    Args:
+        target: an ``nn.Module`` (``args``/``kwargs`` are its inputs; without them they are built per
+            size, as for a bare module), a factory (called as the CLI calls one: ``tokens``,
+            ``device``, ``dtype`` when it takes them), or a target string (``"file.py:make"``, a model name).
+        args, kwargs: the module's inputs (a module target only).
+        sizes: capture sizes (token counts).
+        split_ops: extra split ops (``ns::op``).
+        device: ``"cpu"`` or ``"cuda"``. A target string on a GPU runs in the GPU worker, as the CLI does;
+            an object target runs in this process.
+        dtype: ``float32``, ``bfloat16`` or ``float16`` (default: as built).
+        replay: replay the pieces against eager.
+        timeout: seconds for the whole run (None or 0: no limit).
+        model: layer options for a model target.
+        progress: called with a short line per step.
+    Returns:
+        The Report: ``report.capturable``, ``report.problems()``, ``report.to_text()``, ``report.to_json()``.
+    Raises:
+        UsageError, TargetError: bad options, or a target that cannot be loaded.
+    """
+    from . import launch
+
+    options = TraceOptions(
+        target=target if isinstance(target, str) else getattr(target, "__qualname__", type(target).__qualname__),
+        capture_sizes=tuple(sizes), split_ops=tuple(split_ops), device=device, dtype=dtype, replay=replay,
+        model=model or ModelOptions(), timeout_s=float(timeout or 0), command="pcg_inspect.inspect()",
+    )
+    if isinstance(target, str):
+        if args is not None or kwargs is not None:
+            from .errors import UsageError
+
+            raise UsageError("args/kwargs go with a module target; a target string's factory builds its own inputs")
+        return launch.trace(options, progress)
+    return launch.trace_object(target, args, kwargs, options, progress)

@@ -1,0 +1,91 @@
+"""``pcg-inspect fix``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..options import DEFAULT_TIMEOUT_S
+from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, Layers, NoReplay, NoSglang, Nproc, NumLayers, Override,
+                     SplitOps, Timeout, Tokens, guarded, make_console, trace_options)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..fix import FixResult
+
+
+def fix(
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="path/to/file.py:factory (fix edits your files).")],
+    write: Annotated[bool, typer.Option("--write", help="Edit the files in place (only if unchanged since the trace; "
+                                                      "each file written atomically). Default: show the diff only.")] = False,
+    tokens: Tokens = "1,8,64",
+    split_op: SplitOps = None,
+    no_sglang_split_ops: NoSglang = False,
+    device: Device = "cpu",
+    dtype: Dtype = None,
+    dynamic: Dynamic = "maybe",
+    no_replay: NoReplay = False,
+    isolate: Isolate = False,
+    layers: Layers = "0",
+    num_layers: NumLayers = 0,
+    attn: Attn = "split",
+    override: Override = None,
+    nproc: Nproc = 1,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    debug: Debug = False,
+) -> None:
+    """Apply the fixes the report suggests as source edits, then trace the patched code and show before -> after.
+
+    Exit codes: 0 the patched target is capturable, 1 problems remain (listed, with why each was not
+    fixed automatically), 2 usage or load error, 3 internal error.
+    """
+
+    def body() -> int:
+        import dataclasses
+
+        from ..diff import diff as diff_reports
+        from ..errors import EXIT_OK, EXIT_PROBLEMS
+        from ..fix import run_fix
+        from ..render.console import verdict
+        from ..render.diffview import render as render_diff
+
+        opts = trace_options(target, tokens=tokens, split_op=split_op, device=device, dtype=dtype, dynamic=dynamic,
+                             no_replay=no_replay, isolate=isolate, no_sglang=no_sglang_split_ops, layers=layers,
+                             num_layers=num_layers, attn=attn, override=override, nproc=nproc, timeout=timeout)
+        out, err = make_console(), make_console(stderr=True)
+        if err.is_terminal:
+            with err.status("tracing…") as status:
+                result = run_fix(opts, write, progress=lambda msg: status.update(msg))
+        else:
+            result = run_fix(opts, write)
+        _print(out, result)
+        final = result.after or result.before
+        if result.after is not None:
+            changes = diff_reports(result.before, result.after)
+            out.print(render_diff(dataclasses.replace(changes, a="before", b="after the edits")))
+        out.print(verdict(final))
+        return EXIT_OK if final.capturable else EXIT_PROBLEMS
+
+    raise typer.Exit(guarded(debug, body))
+
+
+def _print(out: Console, result: FixResult) -> None:
+    from rich.text import Text
+
+    if result.diff:
+        for line in result.diff.splitlines():
+            style = "green" if line.startswith("+") and not line.startswith("+++") else "red" if line.startswith("-") and not line.startswith("---") else ""
+            out.print(Text(line, style=style))
+    else:
+        out.print(Text("no automatic edit applies"))
+    for what in result.fixed:
+        out.print(Text.assemble(("✓ ", "green"), what))
+    if result.written:
+        out.print(Text(f"wrote {', '.join(result.written)}"))
+    elif result.diff:
+        out.print(Text("(not written: rerun with --write to edit the files)", style="dim"))
+    for item in result.left:
+        where = f"{item.file}:{item.line}" if item.file else ""
+        out.print(Text.assemble(("✗ left for you: ", "yellow"), item.title, f"  {where}\n      why: {item.why}"))

@@ -1,0 +1,330 @@
+"""``pcg-inspect fix``: turn each finding's fix into a source edit, prove it by tracing the patched code.
+
+1. trace the target (as ``trace`` does);
+2. plan one edit per fixable problem (``plan``): guard a ``data_ptr()`` check or a print/log/warn
+   with ``torch.compiler.is_compiling()``, register a fake impl next to the op's definition (or in a
+   ``<target>_pcg_fakes.py`` the target imports), correct ``mutates_args``, replace a lying fake,
+   hoist a constant host query to ``__init__``, keep a buffer assignment local; everything else is
+   left for the user with the decision it needs;
+3. apply the edits to copies (libcst: formatting and comments kept) and trace the patched target
+   in a temporary copy of its folder, in a child process (the two versions register the same ops);
+4. with ``write``: write the files in place, only if none changed since the trace, each atomically.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import UsageError
+from ..options import TraceOptions
+from ..report import Report
+from .edits import Unfixable, ensure_import, guard_condition, guard_statement, hoist_call, insert_after_statement, \
+    localise_attribute, mark_schema_mutable, replace_function, set_mutates_args
+
+
+@dataclass
+class Change:
+    """One planned edit of one file."""
+
+    file: str
+    line: int
+    what: str
+    edit: Callable[[str], str]
+    key: tuple = ()
+
+
+@dataclass(frozen=True)
+class Left:
+    """A problem not fixed automatically, and why (the decision it needs)."""
+
+    title: str
+    file: str
+    line: int
+    why: str
+
+
+@dataclass
+class FixResult:
+    """What ``fix`` did."""
+
+    before: Report
+    after: Optional[Report]
+    diff: str
+    """Unified diff of every edit."""
+    fixed: list[str]
+    left: list[Left]
+    written: list[str] = field(default_factory=list)
+    new_files: dict[str, str] = field(default_factory=dict)
+    """Path -> text of every file the edits touch or create."""
+
+
+def run_fix(options: TraceOptions, write: bool = False, progress: Optional[Callable[[str], None]] = None) -> FixResult:
+    """Trace, plan, patch a copy, re-trace it; with ``write`` patch the files in place.
+
+    Raises:
+        UsageError: not a file target, or the files changed since the trace (``write``).
+    """
+    from .. import launch
+
+    target_file, factory = _file_target(options.target)
+    started = time.time()
+    before = launch.trace(options, progress)
+    changes, left = plan(before, target_file)
+    texts, fixed, unfixable = apply(changes)
+    left += unfixable
+    result = FixResult(before, None, _unified(texts), fixed, left, new_files=texts)
+    if texts:
+        if progress:
+            progress("tracing the patched copy")
+        result.after = _trace_patched(target_file, factory, texts, options)
+    if write and texts:
+        result.written = _write(texts, started)
+    return result
+
+
+def _file_target(spec: str) -> tuple[Path, str]:
+    where, _, factory = spec.rpartition(":")
+    if not where.endswith(".py") or not factory.isidentifier():
+        raise UsageError(f"fix edits the files of a file target (path/to/file.py:factory), not {spec!r}")
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"target file not found: {where}")
+    return path, factory
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan(report: Report, target_file: Path) -> tuple[list[Change], list[Left]]:
+    """One Change per fixable problem (deduplicated), one Left per other problem."""
+    changes: dict[tuple, Change] = {}
+    left: list[Left] = []
+    for item in list(report.graph_breaks) + [f for f in report.findings if f.severity in ("error", "warning")]:
+        try:
+            change = _change_for(item, report, target_file)
+        except Unfixable as exc:
+            left.append(Left(_title(item), item.file, item.line, str(exc)))
+            continue
+        if change is not None:
+            changes.setdefault(change.key or (change.file, change.line, change.what), change)
+    return list(changes.values()), left
+
+
+def _title(item: Any) -> str:
+    kind = getattr(item, "category", None) or getattr(item, "kind", "")
+    return f"{kind}" + (f" {item.op}" if getattr(item, "op", "") else "") + (f": {item.code}" if item.code else "")
+
+
+_DECISIONS = {
+    "data_dependent": "a branch on tensor values: decide which path runs under PCG (a Python flag set before capture, as "
+                      "sglang forces one attention path) or make it branch-free with torch.where; pcg-inspect cannot pick the path",
+    "unsupported_python": "a Python construct Dynamo cannot trace: rewrite it with tensor ops (x.clone() for copy.deepcopy, "
+                          "torch.stack + argsort for sorting by tensor values)",
+    "opaque_call": "wrapping a kernel call as a custom op needs its true output shapes and the arguments it writes: paste the "
+                   "wrapper shown by `trace` after checking them against the kernel",
+    "unregistered_op": "wrapping a kernel call as a custom op needs its true output shapes and the arguments it writes: paste "
+                       "the wrapper shown by `trace` after checking them against the kernel",
+    "target_error": "the target itself fails (eagerly): fix the bug or the inputs first",
+    "timeout": "the target does not finish: fix the loop or the wait",
+    "other": "see the graph-break page for this type",
+}
+_SYNC_DECISIONS = {
+    "scalar": "a value read on the host inside a captured piece: decide how forward gets it instead (computed before forward "
+              "and passed in) or make the op a split op",
+    "dynamic_shape": "a size that depends on tensor values: choose a static upper bound (and mask the padding) or make the op a "
+                     "split op",
+    "repeat_interleave": "output_size= must be the total of the repeats, known before forward: decide where it comes from "
+                         "(the scheduler usually knows it) and pass it in",
+    "host_copy": "a copy to the host inside a captured piece: keep the value on the device or move the copy out of forward",
+}
+
+
+def _change_for(item: Any, report: Report, target_file: Path) -> Optional[Change]:
+    kind = getattr(item, "category", None) or item.kind
+    if kind in ("shape_specialization", "recompile", "python_state_guard", "data_ptr") and not hasattr(item, "category"):
+        return None  # warnings about recompiles and guards: no source edit makes them go away
+    if kind == "split_output_address":
+        return None
+    if not item.file or not _editable(item.file, target_file):
+        raise Unfixable(f"{item.file or 'the code'} is not in the target's folder: pcg-inspect edits only your files")
+    if kind == "data_ptr":
+        return Change(item.file, item.line, f"run the data_ptr() check only in eager ({Path(item.file).name}:{item.line})",
+                      lambda text, ln=item.line: guard_condition(text, ln))
+    if kind == "side_effect":
+        return Change(item.file, item.line, f"run the side effect only in eager ({Path(item.file).name}:{item.line})",
+                      lambda text, ln=item.line: guard_statement(text, ln))
+    if kind in ("missing_fake_impl", "unregistered_op", "dynamo_error", "fake_impl_mismatch") and item.op and item.fix:
+        return _fake_change(item.op, item.fix, target_file, replace_existing=kind == "fake_impl_mismatch" or "raises" in item.hint)
+    if kind in ("undeclared_mutation", "overdeclared_mutation") and item.op:
+        return _mutates_change(item, target_file)
+    if kind == "host_call":
+        return _hoist_change(item)
+    if kind == "buffer_assignment":
+        attr = item.details.attribute
+        return Change(item.file, item.line, f"keep self.{attr} unchanged: use a local in forward",
+                      lambda text, ln=item.line, a=attr: localise_attribute(text, ln, a))
+    if kind == "host_sync":
+        raise Unfixable(_SYNC_DECISIONS.get(item.details.cause, _DECISIONS["other"]))
+    raise Unfixable(_DECISIONS.get(kind, "no automatic edit exists for this kind: see `pcg-inspect explain " + kind + "`"))
+
+
+def _editable(file: str, target_file: Path) -> bool:
+    try:
+        return Path(file).resolve().is_relative_to(target_file.parent)
+    except (OSError, ValueError):
+        return False
+
+
+def _sources(target_file: Path) -> list[Path]:
+    return sorted(p for p in target_file.parent.glob("*.py") if p.is_file())
+
+
+def _fake_change(op: str, snippet: str, target_file: Path, replace_existing: bool) -> Change:
+    qual, name = op.replace(".", "::", 1), op.split(".", 1)[1]
+    for path in _sources(target_file):
+        text = path.read_text(encoding="utf-8")
+        fn = _custom_op_function(text, qual)
+        if replace_existing:
+            marker = f"{fn.group(1)}.register_fake" if fn else f'register_fake("{qual}")'
+            if marker in text:
+                body = _snippet_for(snippet, fn.group(1) if fn else None)
+                return Change(str(path), 0, f"make the fake impl of {qual} return what the kernel returns",
+                              lambda t, mk=marker, b=body: replace_function(t, mk, b), ("fake", op))
+            continue
+        lines = [i for i, ln in enumerate(text.splitlines(), 1) if f'"{name}"' in ln or f"'{name}'" in ln
+                 or f'define("{name}(' in ln or (fn and ln.startswith(f"def {fn.group(1)}("))]
+        if lines:
+            return Change(str(path), max(lines), f"register a fake impl for {qual} next to its definition",
+                          lambda t, ln=max(lines), s=snippet: insert_after_statement(t, ln, s), ("fake", op))
+    fakes = target_file.with_name(f"{target_file.stem}_pcg_fakes.py")
+    return Change(str(fakes), 0, f"register a fake impl for {qual} (defined outside your files) in {fakes.name}",
+                  lambda t, s=snippet: (t or '"""Fake impls added by pcg-inspect fix."""\n\nimport torch\n') + "\n\n" + s + "\n",
+                  ("fake", op))
+
+
+def _custom_op_function(text: str, qual: str) -> Optional[re.Match[str]]:
+    """The function a ``@torch.library.custom_op("<qual>", ...)`` decorator defines (group 1: its name)."""
+    return re.search(rf"custom_op\(\s*[\"']{re.escape(qual)}[\"'][^\n]*\n(?:\s*@[^\n]*\n)*\s*def (\w+)", text)
+
+
+def _snippet_for(snippet: str, custom_op_fn: Optional[str]) -> str:
+    return snippet if custom_op_fn is None else re.sub(r"@torch\.library\.register_fake\([^)]*\)", f"@{custom_op_fn}.register_fake", snippet)
+
+
+def _mutates_change(item: Any, target_file: Path) -> Change:
+    d = item.details
+    names = tuple(sorted(set(d.mutated) | (set(d.declared_mutable) if item.kind == "undeclared_mutation" else set())))
+    names = names if item.kind == "undeclared_mutation" else tuple(sorted(set(d.mutated)))
+    qual = item.op.replace(".", "::", 1)
+    namespace, name = item.op.split(".", 1)
+    sources = [(p, p.read_text(encoding="utf-8")) for p in _sources(target_file)]
+    for path, text in sources:
+        if _custom_op_function(text, qual):
+            return Change(str(path), 0, f"declare exactly what {qual} writes: mutates_args={names!r}",
+                          lambda t, n=names: set_mutates_args(t, item.op, n), ("mutates", item.op))
+    for path, text in sources:  # a Library("<namespace>", "DEF") in the same file defines it
+        if f'define("{name}(' in text and re.search(rf"Library\(\s*[\"']{re.escape(namespace)}[\"']", text):
+            return Change(str(path), 0, f"mark {', '.join(names)} written in the schema of {qual}",
+                          lambda t, n=names: mark_schema_mutable(t, item.op, n), ("mutates", item.op))
+    raise Unfixable(f"{qual} is defined outside your files: correct its mutates_args where it is defined")
+
+
+def _hoist_change(item: Any) -> Change:
+    """The call to hoist: from the innermost user frame outward, a call whose arguments are constants."""
+    inner_function = ""
+    for frame in reversed([f for f in item.user_stack if f.is_user]):
+        for call, func in _constant_calls(frame.code):
+            if not inner_function or func.split(".")[-1] == inner_function:
+                attr = "_pcg_" + re.sub(r"\W", "_", func.split(".")[-1]).strip("_")
+                return Change(frame.file, frame.line, f"hoist {call} out of forward into __init__ (self.{attr})",
+                              lambda t, ln=frame.line, c=call, a=attr: hoist_call(t, ln, c, a), ("hoist", call))
+        inner_function = frame.function
+    raise Unfixable("the host call takes values computed in forward: decide where its result comes from and pass it in")
+
+
+def _constant_calls(code: str) -> list[tuple[str, str]]:
+    out = []
+    for found in re.finditer(r"([A-Za-z_][\w.]*)\(([^()]*)\)", code):
+        args = [a for a in found.group(2).split(",") if a.strip()]
+        try:
+            [ast.literal_eval(a.split("=", 1)[-1].strip()) for a in args]
+        except (ValueError, SyntaxError):
+            continue
+        out.append((found.group(0), found.group(1)))
+    return out
+
+
+# ---------------------------------------------------------------- applying
+
+
+def apply(changes: list[Change]) -> tuple[dict[str, str], list[str], list[Left]]:
+    """New text per file, bottom-up within a file (an edit finds its node by line); failures become Left."""
+    texts: dict[str, str] = {}
+    fixed: list[str] = []
+    left: list[Left] = []
+    for change in sorted(changes, key=lambda c: (c.file, -c.line)):
+        path = Path(change.file)
+        current = texts.get(change.file, path.read_text(encoding="utf-8") if path.exists() else "")
+        try:
+            texts[change.file] = change.edit(current)
+        except Unfixable as exc:
+            left.append(Left(change.what, change.file, change.line, str(exc)))
+            continue
+        fixed.append(change.what)
+        if not path.exists():  # a new fakes module: the target imports it
+            target = path.with_name(path.name.replace("_pcg_fakes.py", ".py"))
+            base = texts.get(str(target), target.read_text(encoding="utf-8"))
+            texts[str(target)] = ensure_import(base, path.stem, f"import {path.stem}  # noqa: F401  (fake impls added by pcg-inspect fix)")
+    return texts, fixed, left
+
+
+def _unified(texts: dict[str, str]) -> str:
+    out = []
+    for file, new in texts.items():
+        path = Path(file)
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        name = os.path.relpath(file) if not os.path.relpath(file).startswith("..") else file
+        out += difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                    fromfile=f"a/{name}" if old else "/dev/null", tofile=f"b/{name}")
+    return "".join(out)
+
+
+def _trace_patched(target_file: Path, factory: str, texts: dict[str, str], options: TraceOptions) -> Report:
+    """The patched target, traced in a temporary copy of its folder, in a child process."""
+    from .. import launch
+
+    with tempfile.TemporaryDirectory(prefix="pcg-inspect-fix-") as tmp:
+        copy = Path(tmp) / target_file.parent.name
+        shutil.copytree(target_file.parent, copy, ignore=shutil.ignore_patterns("__pycache__", ".git", "*.pyc", ".venv"))
+        for file, text in texts.items():
+            (copy / Path(file).relative_to(target_file.parent)).write_text(text, encoding="utf-8")
+        report = launch.run_in_child(replace(options, target=f"{copy / target_file.name}:{factory}"))
+        return _relocated(report, str(copy), str(target_file.parent))
+
+
+def _relocated(report: Report, old: str, new: str) -> Report:
+    """The patched copy's report with its paths pointing back at the user's folder."""
+    import json
+
+    from ..report import Report as _Report
+
+    return _Report.from_json(report.to_json().replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]))
+
+
+def _write(texts: dict[str, str], started: float) -> list[str]:
+    from .._io import write_atomic
+
+    for file in texts:
+        path = Path(file)
+        if path.exists() and path.stat().st_mtime > started:
+            raise UsageError(f"{file} changed since the trace: nothing was written; run fix again")
+    return [str(write_atomic(file, text)) for file, text in texts.items()]

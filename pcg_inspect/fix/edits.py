@@ -1,0 +1,194 @@
+"""Source edits on the user's files, through a concrete syntax tree (libcst): formatting and comments stay.
+
+Each edit takes a file's text and returns the new text, or raises ``Unfixable`` with the reason.
+Edits find their node by line number in the text they are given, so a plan applies them bottom-up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Optional
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider
+
+COMPILING = "torch.compiler.is_compiling()"
+
+
+class Unfixable(Exception):
+    """The edit cannot be made automatically; the message says why and what the user must decide."""
+
+
+def _wrap(text: str) -> tuple[MetadataWrapper, Any, Any]:
+    try:
+        wrapper = MetadataWrapper(cst.parse_module(text))
+    except cst.ParserSyntaxError as exc:
+        raise Unfixable(f"the file does not parse: {exc.message}") from None
+    return wrapper, wrapper.resolve(PositionProvider), wrapper.resolve(ParentNodeProvider)
+
+
+def _at_line(positions: Any, line: int, kind: Any) -> list[Any]:
+    return [n for n, p in positions.items() if isinstance(n, kind) and p.start.line == line]
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module(body=[]).code_for_node(node)
+
+
+def _rewrite(wrapper: MetadataWrapper, replacements: dict[Any, Any]) -> str:
+    by_id = {id(k): v for k, v in replacements.items()}
+
+    class _Swap(cst.CSTTransformer):
+        def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> Any:
+            return by_id.get(id(original), updated)
+
+    return wrapper.module.visit(_Swap()).code
+
+
+def guard_condition(text: str, line: int) -> str:
+    """``if <cond>:`` at ``line`` -> ``if not torch.compiler.is_compiling() and (<cond>):`` (also elif/while/x = <cmp>)."""
+    wrapper, positions, _ = _wrap(text)
+    for node in _at_line(positions, line, (cst.If, cst.While)):
+        test = cst.parse_expression(f"not {COMPILING} and ({_code(node.test)})")
+        return ensure_import(_rewrite(wrapper, {node: node.with_changes(test=test)}), "torch")
+    for node in _at_line(positions, line, cst.Assign):
+        if m.matches(node.value, m.Comparison()):
+            value = cst.parse_expression(f"(not {COMPILING}) and ({_code(node.value)})")
+            return ensure_import(_rewrite(wrapper, {node: node.with_changes(value=value)}), "torch")
+    raise Unfixable("the address is used as a value, not in a condition: computing it needs the real tensor; decide where "
+                    "to compute it outside the compiled forward and pass it in")
+
+
+def guard_statement(text: str, line: int) -> str:
+    """The statement at ``line`` (a print, a logging or warnings call) -> run only in eager."""
+    wrapper, positions, parents = _wrap(text)
+    stmts = _at_line(positions, line, cst.SimpleStatementLine)
+    if not stmts:
+        raise Unfixable("the statement shares its line with other code (a one-line if/for body): move it to its own line")
+    stmt = stmts[0]
+    guarded = cst.If(test=cst.parse_expression(f"not {COMPILING}"), body=cst.IndentedBlock(body=[stmt.with_changes(leading_lines=[])]),
+                     leading_lines=stmt.leading_lines)
+    return ensure_import(_rewrite(wrapper, {stmt: guarded}), "torch")
+
+
+def insert_after_statement(text: str, line: int, snippet: str) -> str:
+    """Insert top-level ``snippet`` after the top-level statement that covers ``line``."""
+    module = cst.parse_module(text)
+    wrapper = MetadataWrapper(module)
+    positions = wrapper.resolve(PositionProvider)
+    body = list(wrapper.module.body)
+    for i, stmt in enumerate(body):
+        pos = positions[stmt]
+        if pos.start.line <= line <= pos.end.line:
+            new = list(cst.parse_module(snippet).body)
+            new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+            return wrapper.module.with_changes(body=body[: i + 1] + new + body[i + 1:]).code
+    raise Unfixable(f"no top-level statement at line {line}")
+
+
+def ensure_import(text: str, module: str, line: Optional[str] = None) -> str:
+    """Add ``import <module>`` (or ``line``) after the module's last top-level import unless it is there already
+    (after the last one: an import that registers ops may follow other statements)."""
+    statement = line or f"import {module}"
+    if re.search(rf"^\s*{re.escape(statement)}\b", text, re.M) or (line is None and re.search(rf"^import {re.escape(module)}\b", text, re.M)):
+        return text
+    tree = cst.parse_module(text)
+    body = list(tree.body)
+    imports = [i for i, stmt in enumerate(body) if m.matches(stmt, m.SimpleStatementLine(body=[m.OneOf(m.Import(), m.ImportFrom())]))]
+    last = imports[-1] if imports else (0 if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(m.SimpleString())])) else -1)
+    new = cst.parse_statement(statement + "\n")
+    return tree.with_changes(body=body[: last + 1] + [new] + body[last + 1:]).code
+
+
+def set_mutates_args(text: str, op: str, names: tuple[str, ...]) -> str:
+    """The ``mutates_args=`` of ``@torch.library.custom_op("<op>", ...)`` -> exactly ``names``."""
+    qual = op.replace(".", "::", 1)
+    wrapper, positions, _ = _wrap(text)
+    for node in positions:
+        if isinstance(node, cst.Call) and node.args and m.matches(node.args[0].value, m.SimpleString()) \
+                and node.args[0].value.evaluated_value == qual and _code(node.func).endswith("custom_op"):
+            value = cst.parse_expression("(" + "".join(f"{n!r}, " for n in names) + ")" if names else "()")
+            args = [a.with_changes(value=value) if a.keyword is not None and a.keyword.value == "mutates_args" else a
+                    for a in node.args]
+            return _rewrite(wrapper, {node: node.with_changes(args=args)})
+    raise Unfixable(f"no @torch.library.custom_op(\"{qual}\", ...) in this file")
+
+
+def mark_schema_mutable(text: str, op: str, names: tuple[str, ...]) -> str:
+    """In a ``Library.define("<name>(Tensor x, Tensor cache) -> ...")`` schema, mark ``names`` written (``Tensor(a!)``)."""
+    name = op.split(".", 1)[1]
+    pattern = re.compile(rf"(define\(\s*[\"']){re.escape(name)}\(([^)]*)\)")
+    found = pattern.search(text)
+    if found is None:
+        raise Unfixable(f"no define(\"{name}(...)\") schema in this file")
+    letters = iter("bcdefghijklmnop")
+    args = []
+    for arg in found.group(2).split(","):
+        parts = arg.strip().rsplit(" ", 1)
+        if len(parts) == 2 and parts[1] in names and parts[0].startswith("Tensor") and "!" not in parts[0]:
+            arg = arg.replace(parts[0], f"Tensor({next(letters)}!)", 1)
+        args.append(arg)
+    return text[: found.start(2)] + ",".join(args) + text[found.end(2):]
+
+
+def replace_function(text: str, decorated_with: str, snippet: str) -> str:
+    """Swap the function whose decorator mentions ``decorated_with`` for ``snippet`` (a whole def)."""
+    wrapper, positions, _ = _wrap(text)
+    new = cst.parse_statement(snippet)
+    for node in positions:
+        if isinstance(node, cst.FunctionDef) and any(decorated_with in _code(d.decorator) for d in node.decorators):
+            return _rewrite(wrapper, {node: new.with_changes(leading_lines=node.leading_lines)})
+    raise Unfixable(f"no function decorated with {decorated_with} in this file")
+
+
+def hoist_call(text: str, line: int, call_code: str, attribute: str) -> str:
+    """In the method at ``line``, replace the call ``call_code`` by ``self.<attribute>``, computed once in ``__init__``."""
+    wrapper, positions, parents = _wrap(text)
+    calls = _nearest(positions, line, lambda n: isinstance(n, cst.Call) and _code(n) == call_code)
+    if not calls:
+        raise Unfixable(f"cannot find {call_code} at line {line}")
+    method = _enclosing(calls[0], parents, cst.FunctionDef)
+    cls = _enclosing(method, parents, cst.ClassDef) if method is not None else None
+    init = next((s for s in (cls.body.body if cls is not None else ()) if isinstance(s, cst.FunctionDef) and s.name.value == "__init__"), None)
+    if init is None:
+        raise Unfixable("the call is not in a method of a class with an __init__ to hoist it to: compute it once at module "
+                        "import and read the constant in forward")
+    assign = cst.parse_statement(f"self.{attribute} = {call_code}  # hoisted out of forward by pcg-inspect fix\n")
+    new_init = init.with_changes(body=init.body.with_changes(body=list(init.body.body) + [assign]))
+    replacement = cst.parse_expression(f"self.{attribute}")
+    return _rewrite(wrapper, {calls[0]: replacement, init: new_init})
+
+
+def localise_attribute(text: str, line: int, attribute: str) -> str:
+    """``self.X = <expr>`` at ``line`` -> ``X = <expr>``, and ``self.X`` read after it in that method -> ``X``."""
+    wrapper, positions, parents = _wrap(text)
+    assigns = _nearest(positions, line, lambda n: isinstance(n, cst.Assign) and m.matches(
+        n.targets[0].target, m.Attribute(value=m.Name("self"), attr=m.Name(attribute))))
+    if not assigns:
+        raise Unfixable(f"no `self.{attribute} = ...` at line {line}")
+    method = _enclosing(assigns[0], parents, cst.FunctionDef)
+    start = positions[assigns[0]].start.line
+    swaps: dict[Any, Any] = {assigns[0].targets[0]: assigns[0].targets[0].with_changes(target=cst.Name(attribute))}
+    for node, pos in positions.items():
+        if pos.start.line > start and m.matches(node, m.Attribute(value=m.Name("self"), attr=m.Name(attribute))) \
+                and _enclosing(node, parents, cst.FunctionDef) is method:
+            swaps[node] = cst.Name(attribute)
+    return _rewrite(wrapper, swaps)
+
+
+def _nearest(positions: Any, line: int, wanted: Callable[[Any], bool], window: int = 8) -> list[Any]:
+    """Nodes ``wanted`` accepts at ``line``, else the nearest within ``window`` lines (an earlier edit of the
+    same file may have added lines above, e.g. an assignment hoisted into ``__init__``)."""
+    found = [(abs(p.start.line - line), n) for n, p in positions.items() if abs(p.start.line - line) <= window and wanted(n)]
+    best = min((d for d, _ in found), default=None)
+    return [n for d, n in found if d == best]
+
+
+def _enclosing(node: Any, parents: Any, kind: Any) -> Any:
+    while node is not None and not isinstance(node, kind):
+        node = parents.get(node)
+    return node
+
+
+Edit = Callable[[str], str]
