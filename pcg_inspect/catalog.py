@@ -80,7 +80,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "pieces run eagerly.",
         "example": "n = int(lens.sum().item())\nreturn hidden[:n]",
         "fix": "Compute the size before forward and pass it in, use a static bound with masking, pass output_size= to "
-        "repeat_interleave, or make the op a split op.",
+        "repeat_interleave, or make the op a split op. For `repeat_interleave`, when one shape expression of the calling "
+        "frame (e.g. `topk_ids.numel()`, `x.shape[0] * self.top_k`) equalled the total at every call of the eager run, "
+        "at two or more token counts, the finding's fix passes it as `output_size=` (and `pcg-inspect fix` applies it); "
+        "keep it only if it holds by construction, since the GPU does not check it.",
     },
     "buffer_assignment": {
         "title": "Buffer or tensor attribute assigned in forward",

@@ -35,8 +35,9 @@ CAUSES = {
                            "Use a static upper bound (nonzero_static / a fixed-size topk, masking the padding) so the shape "
                            "does not depend on data, or make the op a split op so it runs eagerly."),
     "repeat_interleave": Cause("repeat_interleave", "reads the sum of its tensor repeats on the host (repeat_interleave without output_size)",
-                               "Pass output_size= (the total, known before forward or a static bound): "
-                               "torch.repeat_interleave(x, repeats, dim=0, output_size=total)."),
+                               "Pass output_size= the exact total of the repeats, from sizes known before forward "
+                               "(e.g. num_tokens * top_k): torch.repeat_interleave(x, repeats, dim=0, output_size=total). "
+                               "If the total is not fixed by construction, make the op a split op."),
     "host_copy": Cause("host_copy", "copies a device tensor to the host inside a captured piece",
                        "Keep the value on the device, or move the host copy out of the compiled forward."),
     "pageable_copy": Cause("pageable_copy", "copies a pageable host tensor to the GPU inside capture",

@@ -89,6 +89,8 @@ class HostSyncDetails(Details):
     piece: Optional[int] = None
     node: str = ""
     """FX node name in the captured graph."""
+    output_size: str = ""
+    """repeat_interleave: an expression of sizes known before forward that equalled the total at every traced size."""
 
     def match_key(self) -> str:
         return f"{self.cause}:{self.inside_op}"

@@ -38,6 +38,7 @@ def _eager_output(spec, path):
     ("host_call", "self._pcg_get_num_threads = torch.get_num_threads()"),
     ("buffer_assignment", "cos_sin_cache = self.cos_sin_cache.to(x.dtype)"),
     ("external_op", "import external_op_pcg_fakes"),
+    ("repeat_interleave", "counts, output_size=weights.numel())"),
 ])
 def test_fixed_target_is_capturable_with_unchanged_eager_outputs(tmp_path, name, edit):
     folder = tmp_path / "fixable"
@@ -69,6 +70,15 @@ def test_fix_on_the_example_leaves_only_the_decision():
     assert "NOT CAPTURABLE — graph break (data_dependent)" in out and "1 graph break(s), 0 error(s)" in out
     assert "(not written: rerun with --write" in out
     assert (EXAMPLES / "nsa_indexer" / "before.py").read_text() == before_text  # nothing written
+
+
+def test_repeat_interleave_with_a_data_dependent_total_is_left_with_the_decision():
+    """reps = (x > 0) + 1: no size known before forward equals the total, so no output_size= is invented."""
+    res = _cli("fix", f"{TARGETS / 'engine.py'}:make_repeat_interleave", "--tokens", "8,16")
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "output_size=" not in res.stdout.split("✗ left for you")[0]  # no edit offered
+    assert "✗ left for you: host_sync repeat_interleave" in res.stdout
+    assert "no shape known before forward equalled it" in res.stdout
 
 
 def test_write_refuses_files_changed_since_the_trace(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ A host sync in a split piece (or inside a split op's kernel) is fine: split piec
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 from .. import _torch_compat as compat
@@ -23,6 +24,7 @@ from ..frames import node_user_location, source_line
 from ..report import Finding
 from ..split import op_label, target_key
 from .observe import Observation
+from .sizes import common_expression, with_keyword
 
 _HOST_COPY_METHODS = ("cpu", "numpy", "tolist", "item")
 
@@ -47,7 +49,24 @@ def host_sync_findings(graphs: Sequence[Any], cut: Any, obs: Optional[Observatio
     if obs is not None:
         for f in _kernel_syncs(obs, captured_ops, reached, split_ops, roots) + _unreached_syncs(obs, reached, breaks):
             found.setdefault((f.file, f.line, f.details.cause), f)
-    return list(found.values())
+    return [_with_output_size(f, obs) if f.details.cause == "repeat_interleave" and obs is not None else f
+            for f in found.values()]
+
+
+def _with_output_size(f: Finding, obs: Observation) -> Finding:
+    """A repeat_interleave whose total equalled one shape expression at every traced size: that is the fix."""
+    seen = [(s.tokens, s.output_size) for s in obs.syncs if s.site == (f.file, f.line) and s.cause == "repeat_interleave"]
+    expr = common_expression(seen)
+    if not expr:
+        return f
+    sizes = ", ".join(str(t) for t in sorted({t for t, _ in seen if t is not None}, reverse=True))
+    edited = with_keyword(f.code, "repeat_interleave", f"output_size={expr}")
+    return dataclasses.replace(
+        f, fix=edited or f"output_size={expr}", details=dataclasses.replace(f.details, output_size=expr),
+        hint=f"At every call in the eager run ({sizes} tokens) the repeats added up to {expr}: pass it as output_size= and "
+        "the host never reads them. Keep it only if that holds by construction (e.g. every token picks top_k experts): "
+        "on the GPU output_size is not checked, so a wrong total gives a wrong result without an error.",
+    )
 
 
 def node_sync_cause(node: Any) -> str:

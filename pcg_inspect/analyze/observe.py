@@ -18,6 +18,7 @@ from .. import _torch_compat as compat
 from ..causes import host_sync_cause
 from ..errors import one_line, system_exit_error
 from ..frames import is_user_file
+from .sizes import equal_expressions, user_frame
 
 _OWN_PKG = str(Path(__file__).resolve().parents[1])
 
@@ -68,6 +69,9 @@ class SyncSeen:
     """The deepest user line when it happened (inside a kernel: the kernel's line)."""
     inside: str = ""
     """The custom op whose kernel did it ('' in the user's own code)."""
+    tokens: Optional[int] = None
+    output_size: tuple[str, ...] = ()
+    """repeat_interleave: shape expressions in the calling frame equal to this call's total (``analyze.sizes``)."""
 
 
 @dataclass
@@ -138,6 +142,10 @@ def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int]) -> 
             ns = getattr(func, "namespace", "")
             if ns in ("aten", "prim", "prims") or not ns:
                 cause = sync_cause(func, args, kwargs)
+                if cause == "repeat_interleave":  # record the total, to find what output_size= it equals
+                    out = func(*args, **kwargs)
+                    self._sync(func, cause, int(out.shape[0]))
+                    return out
                 if cause:
                     self._sync(func, cause)
                 return func(*args, **kwargs)
@@ -145,9 +153,11 @@ def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int]) -> 
                 return compat.call_kernel_observed(self, func, args, kwargs)
             return self._op(func, args, kwargs)
 
-        def _sync(self, func: Any, cause: str) -> None:
+        def _sync(self, func: Any, cause: str, total: Optional[int] = None) -> None:
             inside = self.inside[-1] if self.inside else None
-            seen = SyncSeen(str(func.overloadpacket), cause, _user_site(roots), inside.name if inside else "")
+            frame = user_frame(roots) if total is not None and inside is None else None
+            exprs = equal_expressions(total, dict(frame.f_locals)) if frame is not None and total is not None else ()
+            seen = SyncSeen(str(func.overloadpacket), cause, _user_site(roots), inside.name if inside else "", tokens, exprs)
             (inside.syncs if inside else obs.syncs).append(seen)
 
         def _op(self, func: Any, args: tuple, kwargs: dict) -> Any:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 from ..errors import UsageError
 from ..options import TraceOptions
 from ..report import Report
-from .edits import Unfixable, ensure_import, guard_condition, guard_statement, hoist_call, insert_after_statement, \
+from .edits import Unfixable, add_keyword, ensure_import, guard_condition, guard_statement, hoist_call, insert_after_statement, \
     localise_attribute, mark_schema_mutable, replace_function, set_mutates_args
 
 
@@ -142,8 +142,9 @@ _SYNC_DECISIONS = {
               "and passed in) or make the op a split op",
     "dynamic_shape": "a size that depends on tensor values: choose a static upper bound (and mask the padding) or make the op a "
                      "split op",
-    "repeat_interleave": "output_size= must be the total of the repeats, known before forward: decide where it comes from "
-                         "(the scheduler usually knows it) and pass it in",
+    "repeat_interleave": "output_size= must be the exact total of the repeats, and no shape known before forward equalled it "
+                         "at every traced size: decide where it comes from (the scheduler often knows it) and pass it in, "
+                         "or make the op a split op",
     "host_copy": "a copy to the host inside a captured piece: keep the value on the device or move the copy out of forward",
 }
 
@@ -172,6 +173,11 @@ def _change_for(item: Any, report: Report, target_file: Path) -> Optional[Change
         attr = item.details.attribute
         return Change(item.file, item.line, f"keep self.{attr} unchanged: use a local in forward",
                       lambda text, ln=item.line, a=attr: localise_attribute(text, ln, a))
+    if kind == "host_sync" and item.details.output_size:
+        expr = item.details.output_size
+        return Change(item.file, item.line, f"pass output_size={expr} to repeat_interleave (the total at every traced size; "
+                      "keep it only if it holds by construction)",
+                      lambda text, ln=item.line, e=expr: add_keyword(text, ln, "repeat_interleave", "output_size", e))
     if kind == "host_sync":
         raise Unfixable(_SYNC_DECISIONS.get(item.details.cause, _DECISIONS["other"]))
     raise Unfixable(_DECISIONS.get(kind, "no automatic edit exists for this kind: see `pcg-inspect explain " + kind + "`"))

@@ -177,6 +177,22 @@ def localise_attribute(text: str, line: int, attribute: str) -> str:
     return _rewrite(wrapper, swaps)
 
 
+def add_keyword(text: str, line: int, function: str, keyword: str, value: str) -> str:
+    """Add ``keyword=value`` to the call of ``function`` (``torch.f(...)`` or ``x.f(...)``) at ``line``."""
+    wrapper, positions, _ = _wrap(text)
+    calls = _nearest(positions, line, lambda n: isinstance(n, cst.Call) and _code(n.func).split(".")[-1] == function
+                     and not any(a.keyword is not None and a.keyword.value == keyword for a in n.args))
+    if not calls:
+        raise Unfixable(f"no call of {function} without {keyword}= at line {line}")
+    call = calls[0]
+    args = list(call.args)
+    if args and args[-1].comma is cst.MaybeSentinel.DEFAULT:
+        args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    no_space = cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace(""))
+    args.append(cst.Arg(value=cst.parse_expression(value), keyword=cst.Name(keyword), equal=no_space))
+    return _rewrite(wrapper, {call: call.with_changes(args=args)})
+
+
 def _nearest(positions: Any, line: int, wanted: Callable[[Any], bool], window: int = 8) -> list[Any]:
     """Nodes ``wanted`` accepts at ``line``, else the nearest within ``window`` lines (an earlier edit of the
     same file may have added lines above, e.g. an assignment hoisted into ``__init__``)."""
