@@ -160,3 +160,35 @@ def test_tensor_parallel_on_two_gpus(tmp_path):
     print(f"GPU|tp/layer.py nproc=2|{[(r.environment.rank, r.replay.mode, r.replay.status) for r in report.ranks]}")
     assert [r.replay.mode for r in report.ranks] == ["cuda-graph", "cuda-graph"]
     assert all(r.replay.status == "ok" for r in report.ranks) and report.capturable
+
+
+def test_repeat_interleave_output_size_fix_makes_capture_succeed(tmp_path):
+    """The output_size= that `fix` writes is right on a real CUDA graph: capture fails before, succeeds after."""
+    import shutil
+
+    from pcg_inspect.fix import run_fix
+
+    target = tmp_path / "repeat_interleave.py"
+    shutil.copy(TARGETS / "fixable" / "repeat_interleave.py", target)
+    before = _run(f"{target}:make", sizes=(8, 64))
+    assert _finding(before, "host_sync").details.output_size == "weights.numel()"
+    assert _finding(before, "capture_failed").line == _finding(before, "host_sync").line
+    result = run_fix(TraceOptions(target=f"{target}:make", capture_sizes=(8, 64), device="cuda"), write=True)
+    assert "output_size=weights.numel()" in target.read_text()
+    after = result.after
+    print(f"GPU|repeat_interleave fix|before={before.summary.verdict}|after capturable={after.capturable}|"
+          f"replay={after.replay.status}|{[(s.capture_size, [p.status for p in s.pieces]) for s in after.replay.sizes]}")
+    assert after.capturable and after.replay.mode == "cuda-graph" and after.replay.status == "ok"
+
+
+def test_api_on_the_gpu_runs_the_gpu_worker_and_a_module_in_process():
+    import torch
+
+    import pcg_inspect
+
+    report = pcg_inspect.inspect(f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", sizes=(8, 64), device="cuda")
+    assert report.capturable and report.replay.mode == "cuda-graph" and report.replay.status == "ok"
+    m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU()).cuda()
+    inline = pcg_inspect.inspect(m, (torch.randn(16, 64, device="cuda"),), device="cuda")
+    print(f"GPU|api|target={report.replay.status}|module={inline.replay.mode}:{inline.replay.status}")
+    assert inline.capturable and inline.replay.mode == "cuda-graph" and inline.replay.status == "ok"
