@@ -20,9 +20,13 @@ def inspect(
     *,
     sizes: Sequence[int] = DEFAULT_CAPTURE_SIZES,
     split_ops: Sequence[str] = (),
+    sglang_split_ops: bool = True,
     device: str = "cpu",
     dtype: Optional[str] = None,
     replay: bool = True,
+    dynamic: str = "maybe",
+    isolate: bool = False,
+    nproc: int = 1,
     timeout: Optional[float] = None,
     model: Optional[ModelOptions] = None,
     progress: Optional[Callable[[str], None]] = None,
@@ -36,10 +40,15 @@ def inspect(
         args, kwargs: the module's inputs (a module target only).
         sizes: capture sizes (token counts).
         split_ops: extra split ops (``ns::op``).
+        sglang_split_ops: add sglang's registered split ops when sglang is already imported
+            (``--no-sglang-split-ops`` is False).
         device: ``"cpu"`` or ``"cuda"``. A target string on a GPU runs in the GPU worker, as the CLI does;
             an object target runs in this process.
         dtype: ``float32``, ``bfloat16`` or ``float16`` (default: as built).
         replay: replay the pieces against eager.
+        dynamic: how token dims are marked: ``maybe`` (sglang), ``unbacked``, ``static``.
+        isolate: GPU replay: each piece in its own memory pool.
+        nproc: tensor-parallel ranks (a target string only: each rank builds its own module).
         timeout: seconds for the whole run (None or 0: no limit).
         model: layer options for a model target.
         progress: called with a short line per step.
@@ -52,7 +61,8 @@ def inspect(
 
     options = TraceOptions(
         target=target if isinstance(target, str) else getattr(target, "__qualname__", type(target).__qualname__),
-        capture_sizes=tuple(sizes), split_ops=tuple(split_ops), device=device, dtype=dtype, replay=replay,
+        capture_sizes=tuple(sizes), split_ops=tuple(split_ops), use_sglang_split_ops=sglang_split_ops, device=device,
+        dtype=dtype, replay=replay, dynamic=dynamic, isolate=isolate, nproc=nproc,
         model=model or ModelOptions(), timeout_s=float(timeout or 0), command="pcg_inspect.inspect()",
     )
     if isinstance(target, str):
@@ -61,4 +71,8 @@ def inspect(
 
             raise UsageError("args/kwargs go with a module target; a target string's factory builds its own inputs")
         return launch.trace(options, progress)
+    if nproc > 1:
+        from .errors import UsageError
+
+        raise UsageError("nproc > 1 needs a target string: each rank builds its own module in its own process")
     return launch.trace_object(target, args, kwargs, options, progress)

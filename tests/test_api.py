@@ -106,3 +106,11 @@ def test_the_engine_ci_example_runs_as_an_engines_ci_would(tmp_path):
                           "--pcg-update-baseline"], capture_output=True, text=True, env=env, cwd=copy, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:]
     assert json.loads(baseline.read_text())["summary"]["capturable"] is True  # rewritten from the current code
+
+
+def test_api_tensor_parallel_and_its_limits():
+    report = pcg_inspect.inspect(f"{EXAMPLES / 'tp' / 'layer.py'}:make", sizes=(8,), nproc=2, dynamic="unbacked")
+    assert report.capturable and [r.environment.rank for r in report.ranks] == [0, 1]
+    assert report.environment.dynamic == "unbacked"
+    with pytest.raises(pcg_inspect.UsageError, match="nproc > 1 needs a target string"):
+        pcg_inspect.inspect(nn.Linear(4, 4), (torch.randn(2, 4),), nproc=2)
