@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Annotated, Callable, Optional, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -41,17 +41,20 @@ Nproc = Annotated[int, typer.Option("--nproc", metavar="N", help="Trace N tensor
 Timeout = Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Give up after this long (whole run, children and ranks; 0 = no limit). Exit 4.")]
 
 
-def trace_options(target: str, *, tokens: str, split_op: Optional[list[str]], device: str, dtype: Optional[str], dynamic: str,
-                  no_replay: bool, isolate: bool, no_sglang: bool, layers: str, num_layers: int, attn: str,
-                  override: Optional[list[str]], nproc: int, timeout: float) -> object:
-    """The ``TraceOptions`` for the shared trace options of ``trace``, ``diff`` and ``fix`` (validated)."""
+def trace_options(target: str, params: dict[str, Any]) -> object:
+    """The ``TraceOptions`` from the shared trace options of ``trace``, ``diff`` and ``fix`` (validated).
+
+    ``params``: the command's parameters (its ``locals()``), named as the shared option aliases name them.
+    """
     from ..options import ModelOptions, TraceOptions, parse_capture_sizes
 
+    p = params
     return TraceOptions(
-        target=target, capture_sizes=parse_capture_sizes(tokens), split_ops=tuple(split_op or ()), device=device,
-        dtype=dtype, dynamic=dynamic, replay=not no_replay, isolate=isolate, use_sglang_split_ops=not no_sglang,
-        model=ModelOptions(layers, num_layers, attn, tuple(override or ())), nproc=nproc, timeout_s=timeout,
-        command=argv_command(),
+        target=target, capture_sizes=parse_capture_sizes(p["tokens"]), split_ops=tuple(p["split_op"] or ()),
+        device=p["device"], dtype=p["dtype"], dynamic=p["dynamic"], replay=not p["no_replay"], isolate=p["isolate"],
+        use_sglang_split_ops=not p["no_sglang_split_ops"],
+        model=ModelOptions(p["layers"], p["num_layers"], p["attn"], tuple(p["override"] or ())), nproc=p["nproc"],
+        timeout_s=p["timeout"], command=argv_command(),
     ).validate()
 
 

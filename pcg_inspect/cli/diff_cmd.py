@@ -50,6 +50,8 @@ def diff(
     Exit codes: 0 no regression, 1 regression, 2 usage or load error, 3 internal error, 4 a side timed out.
     """
 
+    params = dict(locals())
+
     def body() -> int:
         import json
         import sys
@@ -67,9 +69,7 @@ def diff(
         fail = parse_fail_on(fail_on or ())
         if json_out and json_out != "-":
             check_writable(json_out, "--json")
-        opts = trace_options("", tokens=tokens, split_op=split_op, device=device, dtype=dtype, dynamic=dynamic,
-                             no_replay=no_replay, isolate=isolate, no_sglang=no_sglang_split_ops, layers=layers,
-                             num_layers=num_layers, attn=attn, override=override, nproc=nproc, timeout=timeout)
+        opts = trace_options("", params)
         side_a, side_b = launch.side(a, opts), launch.side(b, opts)
         result = diff_reports(side_a, side_b, fail, time_threshold)
         text = json.dumps(result.to_dict(), indent=2) + "\n"

@@ -42,6 +42,8 @@ def fix(
     fixed automatically), 2 usage or load error, 3 internal error.
     """
 
+    params = dict(locals())
+
     def body() -> int:
         import dataclasses
 
@@ -51,9 +53,7 @@ def fix(
         from ..render.console import verdict
         from ..render.diffview import render as render_diff
 
-        opts = trace_options(target, tokens=tokens, split_op=split_op, device=device, dtype=dtype, dynamic=dynamic,
-                             no_replay=no_replay, isolate=isolate, no_sglang=no_sglang_split_ops, layers=layers,
-                             num_layers=num_layers, attn=attn, override=override, nproc=nproc, timeout=timeout)
+        opts = trace_options(target, params)
         out, err = make_console(), make_console(stderr=True)
         if err.is_terminal:
             with err.status("tracing…") as status:

@@ -45,14 +45,14 @@ def trace(
     Exit codes: 0 capturable, 1 problems found, 2 usage or load error, 3 internal error, 4 timeout.
     """
 
+    params = dict(locals())
+
     def body() -> int:
         from .. import launch
         from ..report import exit_code
         from ..render.console import render, verdict
 
-        opts = trace_options(target, tokens=tokens, split_op=split_op, device=device, dtype=dtype, dynamic=dynamic,
-                             no_replay=no_replay, isolate=isolate, no_sglang=no_sglang_split_ops, layers=layers,
-                             num_layers=num_layers, attn=attn, override=override, nproc=nproc, timeout=timeout)
+        opts = trace_options(target, params)
         if detail not in ("nodes", "pieces", "auto"):
             raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
         _check_outputs(json_out, out, html)
