@@ -5,12 +5,16 @@ from __future__ import annotations
 import linecache
 import re
 import os
+import sys
 import sysconfig
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from dataclasses import dataclass
+from types import FrameType
+
+_OWN_PKG = str(Path(__file__).resolve().parent)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,17 @@ def is_user_file(path: str, roots: Sequence[str] = ()) -> bool:
         if p.startswith(d + os.sep):
             return False
     return True
+
+
+def live_user_frame(roots: Sequence[str] = ()) -> Optional[FrameType]:
+    """The deepest frame of the user's code on the current Python stack (pcg_inspect's own frames skipped)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(_OWN_PKG) and is_user_file(name, roots):
+            return frame
+        frame = frame.f_back
+    return None
 
 
 def source_line(path: str, line: int) -> str:

@@ -84,19 +84,31 @@ def load(
                              f"not to {spec!r} (a file:factory target builds its own module)")
         mod, factory, roots = _factory_of(spec)
         model_split_ops = ()
+    split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ()) + tuple(model_split_ops)
+    return _from_factory(spec, factory, capture_sizes, device, dtype, split_ops, roots, rank=rank, world_size=world_size)
+
+
+def _from_factory(spec: str, factory: Callable[..., Any], capture_sizes: tuple[int, ...], device: str, dtype: str | None,
+                  split_ops: tuple[str, ...], roots: tuple[str, ...], **extra: Any) -> Target:
+    """Call the factory as a target's factory is called (``tokens``, ``device``, ``dtype`` and ``extra`` when it takes them)."""
     torch_dtype = _torch_dtype(dtype) if dtype else None
     params = _parameters(factory)
-    base = {k: v for k, v in (("device", device), ("dtype", torch_dtype), ("rank", rank), ("world_size", world_size))
-            if k in params and v is not None}
-    module, calls, fixed = _build(spec, factory, params, base, capture_sizes)
-    module = _place(module, device, torch_dtype if "dtype" not in params else None)
-    for c in calls:
+    offered = {"device": device, "dtype": torch_dtype, **extra}
+    module, calls, fixed = _build(spec, factory, params, {k: v for k, v in offered.items() if k in params and v is not None},
+                                  capture_sizes)
+    file, line = _source_of(factory)
+    target = Target(spec, module, calls, split_ops, roots, file, line, fixed)
+    return _placed(target, device, torch_dtype, cast_module="dtype" not in params)
+
+
+def _placed(target: Target, device: str, torch_dtype: Any, cast_module: bool = True) -> Target:
+    """The module and every input on ``device`` (floating values in ``torch_dtype``), token dims found."""
+    target.module = _place(target.module, device, torch_dtype if cast_module else None)
+    for c in target.calls:
         c.args = tuple(_place_value(a, device, torch_dtype) for a in c.args)
         c.kwargs = {k: _place_value(v, device, torch_dtype) for k, v in c.kwargs.items()}
-    _infer_token_dims(calls)
-    split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ()) + tuple(model_split_ops)
-    file, line = _source_of(factory)
-    return Target(spec, module, calls, split_ops, roots, file, line, fixed)
+    _infer_token_dims(target.calls)
+    return target
 
 
 def load_object(obj: Any, args: Any, kwargs: Any, capture_sizes: tuple[int, ...], device: str = "cpu",
@@ -113,27 +125,19 @@ def load_object(obj: Any, args: Any, kwargs: Any, capture_sizes: tuple[int, ...]
     source = obj if not isinstance(obj, torch.nn.Module) else type(obj)
     file, line = _source_of(source)
     roots = (str(Path(file).resolve().parent),) if file else ()
-    torch_dtype = _torch_dtype(dtype) if dtype else None
-    if isinstance(obj, torch.nn.Module):
-        if args is None and kwargs is None:
-            calls = [Call(t, _default_inputs(spec, obj, t), {}) for t in capture_sizes]
-        else:
-            args = args if isinstance(args, (tuple, list)) else (args,)
-            calls = [Call(_fixed_tokens(tuple(args), dict(kwargs or {})), tuple(args), dict(kwargs or {}))]
-        module, fixed = obj, args is not None or kwargs is not None
-    elif callable(obj):
-        params = _parameters(obj)
-        base = {k: v for k, v in (("device", device), ("dtype", torch_dtype)) if k in params and v is not None}
-        module, calls, fixed = _build(spec, obj, params, base, capture_sizes)
-    else:
-        raise TargetError(f"the target must be an nn.Module, a factory or a target string, got {type(obj).__name__}")
-    module = _place(module, device, torch_dtype)
-    for c in calls:
-        c.args = tuple(_place_value(a, device, torch_dtype) for a in c.args)
-        c.kwargs = {k: _place_value(v, device, torch_dtype) for k, v in c.kwargs.items()}
-    _infer_token_dims(calls)
     mod = sys.modules.get(getattr(source, "__module__", ""), None)
-    return Target(spec, module, calls, tuple(getattr(mod, "SPLIT_OPS", ()) or ()), roots, file, line, fixed)
+    split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ())
+    if not isinstance(obj, torch.nn.Module):
+        if not callable(obj):
+            raise TargetError(f"the target must be an nn.Module, a factory or a target string, got {type(obj).__name__}")
+        return _from_factory(spec, obj, capture_sizes, device, dtype, split_ops, roots)
+    if args is None and kwargs is None:
+        calls = [Call(t, _default_inputs(spec, obj, t), {}) for t in capture_sizes]
+    else:
+        args = args if isinstance(args, (tuple, list)) else (args,)
+        calls = [Call(_fixed_tokens(tuple(args), dict(kwargs or {})), tuple(args), dict(kwargs or {}))]
+    fixed = args is not None or kwargs is not None
+    return _placed(Target(spec, obj, calls, split_ops, roots, file, line, fixed), device, _torch_dtype(dtype) if dtype else None)
 
 
 def _factory_of(spec: str) -> tuple[Any, Callable[..., Any], tuple[str, ...]]:

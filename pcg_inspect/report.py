@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .details import DETAILS_BY_KIND, CaptureDetails, Details
-from .frames import Frame, library_entry, library_frame  # noqa: F401  (Frame is a report record)
+from .frames import Frame
 from .errors import ReportError
 
 SCHEMA_VERSION = "2"

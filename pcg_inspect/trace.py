@@ -90,8 +90,6 @@ def trace(
     Returns:
         TraceResult with live graphs and raw events.
     """
-    import torch
-
     rec = _Recorder()
     rec.calls_per_size, rec.record = calls_per_size, record_inputs
     compat.reset()

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .. import _torch_compat as compat
 from ..causes import host_sync_cause
 from ..errors import one_line, system_exit_error
-from ..frames import is_user_file
-from .sizes import equal_expressions, user_frame
+from ..frames import is_user_file, live_user_frame
+from .sizes import equal_expressions
 
-_OWN_PKG = str(Path(__file__).resolve().parents[1])
 
 
 @dataclass
@@ -155,7 +153,7 @@ def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int]) -> 
 
         def _sync(self, func: Any, cause: str, total: Optional[int] = None) -> None:
             inside = self.inside[-1] if self.inside else None
-            frame = user_frame(roots) if total is not None and inside is None else None
+            frame = live_user_frame(roots) if total is not None and inside is None else None
             exprs = equal_expressions(total, dict(frame.f_locals)) if frame is not None and total is not None else ()
             seen = SyncSeen(str(func.overloadpacket), cause, _user_site(roots), inside.name if inside else "", tokens, exprs)
             (inside.syncs if inside else obs.syncs).append(seen)
@@ -257,12 +255,8 @@ def _run_fake(func: Any, args: tuple, kwargs: dict) -> tuple[Optional[list[tuple
 
 def _user_site(roots: Sequence[str]) -> tuple[str, int]:
     """The deepest user frame on the current Python stack, outside pcg_inspect itself."""
-    for f in reversed(traceback.extract_stack()):
-        if f.filename.startswith(_OWN_PKG):
-            continue
-        if is_user_file(f.filename, roots):
-            return f.filename, int(f.lineno or 0)
-    return "", 0
+    frame = live_user_frame(roots)
+    return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ("", 0)
 
 
 def _tensor_attributes(module: Any) -> dict[tuple[str, str], tuple[int, str, bool]]:

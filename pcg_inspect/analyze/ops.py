@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 from typing import Any, Optional, Sequence
 
-from .. import _torch_compat as compat
 from ..details import OpDetails
 from ..frames import is_user_file, node_user_location, source_line
 from ..report import Finding

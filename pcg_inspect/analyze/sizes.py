@@ -10,27 +10,10 @@ an expression kept at every call and at two or more token counts is offered as t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from types import FrameType
 from typing import Any, Optional, Sequence
 
-from ..frames import is_user_file
-
-_OWN_PKG = str(Path(__file__).resolve().parents[1])
 MAX_CONSTANT = 64
 """The largest literal factor tried (top_k, heads per group, ...)."""
-
-
-def user_frame(roots: Sequence[str]) -> Optional[FrameType]:
-    """The deepest frame of the user's code on the current Python stack."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not name.startswith(_OWN_PKG) and is_user_file(name, roots):
-            return frame
-        frame = frame.f_back
-    return None
 
 
 def equal_expressions(total: int, local_vars: dict[str, Any]) -> tuple[str, ...]:

@@ -304,13 +304,18 @@ def _unified(texts: dict[str, str]) -> str:
     return "".join(out)
 
 
+_NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.pyc", ".git", ".venv", "venv", "node_modules", "*.safetensors",
+                                     "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf", "*.npy", "*.npz")
+"""What the patched copy of the target's folder leaves out: caches, environments, weights and data."""
+
+
 def _trace_patched(target_file: Path, factory: str, texts: dict[str, str], options: TraceOptions) -> Report:
     """The patched target, traced in a temporary copy of its folder, in a child process."""
     from .. import launch
 
     with tempfile.TemporaryDirectory(prefix="pcg-inspect-fix-") as tmp:
         copy = Path(tmp) / target_file.parent.name
-        shutil.copytree(target_file.parent, copy, ignore=shutil.ignore_patterns("__pycache__", ".git", "*.pyc", ".venv"))
+        shutil.copytree(target_file.parent, copy, ignore=_NOT_SOURCE)
         for file, text in texts.items():
             (copy / Path(file).relative_to(target_file.parent)).write_text(text, encoding="utf-8")
         report = launch.run_in_child(replace(options, target=f"{copy / target_file.name}:{factory}"))
