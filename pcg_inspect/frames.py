@@ -61,9 +61,12 @@ def _library_dirs() -> tuple[str, ...]:
 def _library_dirs_for(sys_path: tuple[str, ...]) -> tuple[str, ...]:
     # torch, the stdlib, site-packages, and every other import root on sys.path except the
     # working directory (packages installed with --target or PYTHONPATH are libraries too).
-    import torch
+    # torch's folder is found without importing it (a view must not pay for torch, and a run stopped
+    # by --timeout in the middle of `import torch` must not import it again half-initialised).
+    import importlib.util
 
-    dirs = {str(Path(torch.__file__).resolve().parent)}
+    spec = importlib.util.find_spec("torch")
+    dirs = {str(Path(spec.origin).resolve().parent)} if spec is not None and spec.origin else set()
     paths = sysconfig.get_paths()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         if paths.get(key):

@@ -99,7 +99,7 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
     from . import split as split_stage
 
     with _stage(state, "load"):
-        what = "building weights" if ":" not in options.target else "loading"
+        what = "loading" if state.target_object is not None or ":" in options.target else "building weights for"
         say(f"{what} {options.target} on {options.device} ({options.dtype or 'as built'})")
         if state.target_object is not None:
             obj, args, kwargs = state.target_object
@@ -191,22 +191,27 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
     )
 
 
+_SLOW_TARGET = ("A forward that never returns (a loop on a tensor value, a wait on another rank, Dynamo unrolling an "
+                "endless loop) hangs capture too: fix it, or raise --timeout if the target is only slow.")
+_SLOW_SETUP = ("No code of the target was running: pcg-inspect itself had not finished (importing torch takes 1-2 s, "
+               "building a full-size layer or starting CUDA tens of seconds). Raise --timeout.")
+
+
 def _timeout_finding(state: _State, exc: TraceTimeout) -> Finding:
     from .frames import is_user_file, source_line
 
     roots = state.target.roots if state.target is not None else ()
     seen = list(exc.stack) or traceback.extract_tb(exc.__traceback__)  # the stack when time ran out
-    frames = [f for f in seen if is_user_file(f.filename, roots)] or list(seen)
-    stack = tuple(f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-8:])
-    last = frames[-1] if frames else None
-    where = f" at {last.filename}:{last.lineno}" if last else ""
+    frames = [f for f in seen if is_user_file(f.filename, roots)]
+    stack = tuple(f"{f.filename}:{f.lineno} in {f.name}" for f in (frames or seen)[-8:])
+    last = frames[-1] if frames else None  # the target's own line; none when it was not running
+    where = f" at {last.filename}:{last.lineno}" if last else ", before the target's code ran" if state.stage == "import" else ""
     return Finding(
         kind="timeout", severity="error",
         message=f"the run hit --timeout {state.options.timeout_s:g} s while in the {state.stage} stage{where}",
         file=last.filename if last else "", line=int(last.lineno or 0) if last else 0,
         function=last.name if last else "", code=source_line(last.filename, int(last.lineno or 0)) if last else "",
-        hint="A forward that never returns (a loop on a tensor value, a wait on another rank, Dynamo unrolling an "
-        "endless loop) hangs capture too: fix it, or raise --timeout if the target is only slow.",
+        hint=_SLOW_TARGET if last else _SLOW_SETUP,
         details=TimeoutDetails(stage=state.stage, timeout_s=state.options.timeout_s, stack=stack),
     )
 

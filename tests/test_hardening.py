@@ -96,6 +96,16 @@ def test_timeout_names_stage_and_line_writes_the_report_and_exits_4(tmp_path, fa
     assert f["line"] in lines and f["details"]["stage"] == "trace"
 
 
+def test_timeout_while_importing_torch_is_exit_4_not_an_internal_error(tmp_path):
+    """Time runs out inside `import torch`: nothing may import it again half-initialised (that was exit 3)."""
+    out = tmp_path / "r.json"
+    res = _cli("trace", f"{HOSTILE}:make_sleep", "--tokens", "8", "--timeout", "0.2", "--json", str(out))
+    assert res.returncode == 4, res.stderr
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+    (f,) = [f for f in json.loads(out.read_text())["findings"] if f["kind"] == "timeout"]
+    assert f["details"]["stage"] == "import" and not f["file"] and "before the target's code ran" in f["message"]
+
+
 def test_diff_children_and_ranks_obey_the_timeout(tmp_path):
     t0 = time.monotonic()
     res = _cli("diff", f"{HOSTILE}:make_sleep", f"{HOSTILE}:make_sleep", "--tokens", "8", "--timeout", "3")

@@ -52,12 +52,13 @@ def fix(
         from ..fix import run_fix
         from ..render.console import verdict
         from ..render.diffview import render as render_diff
+        from rich.text import Text
 
         opts = trace_options(target, params)
         out, err = make_console(), make_console(stderr=True)
         if err.is_terminal:
             with err.status("tracing…") as status:
-                result = run_fix(opts, write, progress=lambda msg: status.update(msg))
+                result = run_fix(opts, write, progress=lambda msg: status.update(Text(msg)))
         else:
             result = run_fix(opts, write)
         _print(out, result)
@@ -65,6 +66,9 @@ def fix(
         if result.after is not None:
             changes = diff_reports(result.before, result.after)
             out.print(render_diff(dataclasses.replace(changes, a="before", b="after the edits")))
+        if result.after is not None and not result.written:
+            out.print(Text("(the verdict below is the patched copy's: its line numbers are those of the diff's new side)",
+                           style="dim"))
         out.print(verdict(final))
         return EXIT_OK if final.capturable else EXIT_PROBLEMS
 
@@ -73,6 +77,8 @@ def fix(
 
 def _print(out: Console, result: FixResult) -> None:
     from rich.text import Text
+
+    from ..text import location
 
     if result.diff:
         for line in result.diff.splitlines():
@@ -87,5 +93,5 @@ def _print(out: Console, result: FixResult) -> None:
     elif result.diff:
         out.print(Text("(not written: rerun with --write to edit the files)", style="dim"))
     for item in result.left:
-        where = f"{item.file}:{item.line}" if item.file else ""
+        where = location(item.file, item.line) if item.file else ""
         out.print(Text.assemble(("✗ left for you: ", "yellow"), item.title, f"  {where}\n      why: {item.why}"))

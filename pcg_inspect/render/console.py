@@ -45,7 +45,7 @@ def render(report: Report) -> Group:
     env = report.environment
     parts: list[Any] = [
         Text(
-            f"pcg-inspect {env.tool_version} · {env.target} · torch {env.torch_version} · {env.device} · "
+            f"pcg-inspect {env.tool_version} · {env.target} · torch {env.torch_version or 'not loaded'} · {env.device} · "
             f"capture sizes {', '.join(map(str, env.capture_sizes)) or 'as given'} · dynamic={env.dynamic}",
             style="dim",
         ),
