@@ -8,7 +8,7 @@ import typer
 
 from ..options import DEFAULT_TIMEOUT_S
 from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, Layers, NoReplay, NoSglang, Nproc, NumLayers, Override,
-                     SplitOps, Timeout, Tokens, guarded, make_console, trace_options)
+                     SplitOps, Timeout, Tokens, guarded, make_console, timeout_message, trace_options)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,7 +39,7 @@ def fix(
     """Apply the fixes the report suggests as source edits, then trace the patched code and show before -> after.
 
     Exit codes: 0 the patched target is capturable, 1 problems remain (listed, with why each was not
-    fixed automatically), 2 usage or load error, 3 internal error.
+    fixed automatically), 2 usage or load error, 3 internal error, 4 timeout.
     """
 
     params = dict(locals())
@@ -48,7 +48,7 @@ def fix(
         import dataclasses
 
         from ..diff import diff as diff_reports
-        from ..errors import EXIT_OK, EXIT_PROBLEMS
+        from ..errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT
         from ..fix import run_fix
         from ..render.console import verdict
         from ..render.diffview import render as render_diff
@@ -70,6 +70,11 @@ def fix(
             out.print(Text("(the verdict below is the patched copy's: its line numbers are those of the diff's new side)",
                            style="dim"))
         out.print(verdict(final))
+        for report in (result.before, result.after):
+            stopped = timeout_message(report) if report is not None else None
+            if stopped is not None:
+                err.print(stopped)
+                return EXIT_TIMEOUT
         return EXIT_OK if final.capturable else EXIT_PROBLEMS
 
     raise typer.Exit(guarded(debug, body))
