@@ -255,8 +255,20 @@ def entry_markdown(kind: str) -> str:
     if e["example"]:
         parts += ["Example:", "", "```python", e["example"], "```", ""]
     if e["fix"]:
-        parts += ["Fix:", "", "```python" if "\n" in e["fix"] or "(" in e["fix"] else "", e["fix"], "```" if "\n" in e["fix"] or "(" in e["fix"] else "", ""]
+        code = _is_code(e["fix"])
+        parts += ["Fix:", "", "```python" if code else "", e["fix"], "```" if code else "", ""]
     return "\n".join(p for p in parts if p is not None).replace("\n\n\n", "\n\n")
+
+
+def _is_code(text: str) -> bool:
+    """A fix that is Python (shown as a code block) rather than prose (wrapped like text)."""
+    import ast
+
+    try:
+        ast.parse(text + "\ndef _(): pass" if text.lstrip().startswith("@") else text)  # a decorator alone
+    except SyntaxError:
+        return False
+    return True
 
 
 def catalog_markdown() -> str:

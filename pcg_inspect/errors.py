@@ -53,6 +53,9 @@ class TraceTimeout(BaseException):
         self.timeout_s = timeout_s
         self.stack = stack or []
 
+    def settle(self) -> None:
+        """Tell the deadline that raised this that it was caught (it raises again until then)."""
+
 
 def system_exit_error(exc: SystemExit, is_user: "callable[[str], bool]") -> TargetError:  # type: ignore[valid-type]
     """The TargetError for a target that called ``sys.exit``: 'the target called sys.exit(N) at file:line'."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from . import __version__
+from .deadline import shielded
 from .details import TimeoutDetails
 from .errors import TraceTimeout, UsageError
 from .options import RunContext, TraceOptions
@@ -83,6 +84,7 @@ def run(
     try:
         _run_stages(state, say, checkpoint)
     except TraceTimeout as exc:
+        exc.settle()
         return PipelineRun(_report(state, extra=(_timeout_finding(state, exc),)), state.target, state.result)
     return PipelineRun(_report(state), state.target, state.result)
 
@@ -91,12 +93,15 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
     options = state.options
     with _stage(state, "import"):
         say("importing torch")
-        import torch
+        with shielded():  # an import is never interrupted: the timeout is raised when it ends
+            import torch
 
+            from . import _torch_compat, analyze, load, trace
+            from . import split as split_stage
+
+            _torch_compat.import_compiler()
         state.torch_version = torch.__version__
         _check_device(options, torch)
-    from . import analyze, load, trace
-    from . import split as split_stage
 
     with _stage(state, "load"):
         what = "loading" if state.target_object is not None or ":" in options.target else "building weights for"

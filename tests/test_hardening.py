@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -83,15 +84,17 @@ def test_missing_transformers_hint_keeps_the_extra():
 
 # 2. nothing hangs -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("factory, marker", [("make_sleep", "MARK:sleep"), ("make_spin", "MARK:spin")])
+@pytest.mark.parametrize("factory, marker", [("make_sleep", "MARK:sleep"), ("make_spin", "MARK:spin"),
+                                             ("make_swallow", "MARK:swallowed")])
 def test_timeout_names_stage_and_line_writes_the_report_and_exits_4(tmp_path, factory, marker):
+    """Also when the target swallows the first TraceTimeout: it is raised again until caught by us."""
     out = tmp_path / "r.json"
     t0 = time.monotonic()
-    res = _cli("trace", f"{HOSTILE}:{factory}", "--tokens", "8", "--timeout", "3", "--json", str(out))
+    res = _cli("trace", f"{HOSTILE}:{factory}", "--tokens", "8", "--timeout", "10", "--json", str(out))
     assert time.monotonic() - t0 < 60
     assert res.returncode == 4, res.stderr
     lines = {marker_line(HOSTILE, marker), marker_line(HOSTILE, marker) + 1}  # the loop's header or body
-    assert any(f"timed out after 3 s in the trace stage at {HOSTILE}:{ln}" in res.stderr for ln in lines), res.stderr
+    assert any(f"timed out after 10 s in the trace stage at {HOSTILE}:{ln}" in res.stderr for ln in lines), res.stderr
     (f,) = [f for f in json.loads(out.read_text())["findings"] if f["kind"] == "timeout"]
     assert f["line"] in lines and f["details"]["stage"] == "trace"
 
@@ -104,6 +107,66 @@ def test_timeout_while_importing_torch_is_exit_4_not_an_internal_error(tmp_path)
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr
     (f,) = [f for f in json.loads(out.read_text())["findings"] if f["kind"] == "timeout"]
     assert f["details"]["stage"] == "import" and not f["file"] and "before the target's code ran" in f["message"]
+
+
+def _run_in(thread: bool, body):
+    """Run body() under a 0.2 s Deadline in this (main) thread or another; return what it raised and when."""
+    from pcg_inspect.deadline import Deadline
+    from pcg_inspect.errors import TraceTimeout
+
+    got: dict = {}
+
+    def go():
+        t0 = time.monotonic()
+        try:
+            with Deadline(0.2, grace_s=5):
+                body(got)
+        except TraceTimeout as exc:
+            exc.settle()
+            got["raised_after_s"] = time.monotonic() - t0
+    if thread:
+        worker = threading.Thread(target=go)
+        worker.start()
+        worker.join(30)
+    else:
+        go()
+    return got
+
+
+def _busy(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("thread", [False, True], ids=["signal", "async"])
+def test_a_shielded_block_finishes_and_the_timeout_is_raised_when_it_ends(thread):
+    """`import torch` runs shielded: interrupting torch's C++ initialisation aborted the process (exit 134)."""
+    from pcg_inspect.deadline import shielded
+
+    def body(got):
+        with shielded():
+            _busy(0.6)
+            got["block_finished"] = True
+        _busy(5)
+        got["ran_on"] = True
+
+    got = _run_in(thread, body)
+    assert got.get("block_finished") and not got.get("ran_on") and 0.6 <= got["raised_after_s"] < 2, got
+
+
+@pytest.mark.parametrize("thread", [False, True], ids=["signal", "async"])
+def test_a_swallowed_timeout_is_raised_again_until_caught(thread):
+    def body(got):
+        try:
+            _busy(5)
+        except BaseException:
+            got["swallowed"] = True
+        _busy(5)
+        got["ran_on"] = True
+
+    got = _run_in(thread, body)
+    assert got.get("swallowed") and not got.get("ran_on") and got["raised_after_s"] < 3, got
 
 
 def test_diff_children_and_ranks_obey_the_timeout(tmp_path):

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..deadline import shielded
 from ..errors import TargetError, UsageError
 from ..options import ATTN_MODES, ModelOptions
 
@@ -139,8 +140,9 @@ def make_factory(spec: str, opts: ModelOptions, world_size: int = 1) -> tuple[Ca
     if opts.attn not in ATTN_MODES:
         raise UsageError(f"--attn must be split, sdpa or eager, got {opts.attn!r}")
     try:
-        import transformers  # noqa: F401
-        from transformers import AutoConfig
+        with shielded():  # a library import is never interrupted by --timeout
+            import transformers  # noqa: F401
+            from transformers import AutoConfig
     except ImportError:
         raise TargetError("model targets need transformers: pip install 'pcg-inspect[models]'") from None
     raw = apply_overrides(read_config(spec), opts.overrides)
@@ -224,7 +226,8 @@ def _modeling(config: Any) -> Any:
     mt = config.model_type
     for name in (mt, mt.replace("_text", "")):
         try:
-            return importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+            with shielded():
+                return importlib.import_module(f"transformers.models.{name}.modeling_{name}")
         except ImportError:
             continue
     raise TargetError(f"cannot find transformers.models.{mt}.modeling_{mt}")
@@ -310,7 +313,9 @@ def _whole_model(config: Any, num_layers: int, device: str, dtype: Any) -> Any:
     import copy
 
     import torch
-    from transformers import AutoModel
+
+    with shielded():
+        from transformers import AutoModel
 
     from .build import materialise, params_on_meta
 

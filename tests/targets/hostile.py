@@ -20,6 +20,16 @@ class Spinner(nn.Module):
         return x
 
 
+class Swallower(nn.Module):
+    def forward(self, x):
+        try:
+            time.sleep(3600)
+        except BaseException:  # swallows the timeout once, as careless cleanup code does
+            pass
+        time.sleep(3600)  # MARK:swallowed
+        return x
+
+
 class Exits(nn.Module):
     def forward(self, x):
         sys.exit(0)  # MARK:exit_forward
@@ -51,6 +61,7 @@ def _make(cls):
 
 make_sleep = _make(Sleeper)
 make_spin = _make(Spinner)
+make_swallow = _make(Swallower)
 make_exit_forward = _make(Exits)
 make_markup = _make(Markup)
 make_out_of_bounds = _make(OutOfBounds)
