@@ -117,10 +117,12 @@ class Deadline:
     def _watch(self) -> None:
         if self._done.wait(self.timeout_s):
             return
-        if not self._use_signal:  # no signal can reach this thread: an asynchronous exception, until settled
-            self._raise_until_settled()
-        elif self._done.wait(self.grace_s):
-            return
+        waited = 0.0
+        while not self._done.is_set() and waited < self.grace_s:
+            if not self._use_signal and not self._settled.is_set():  # no signal reaches this thread
+                self._raise_async()
+            self._done.wait(RETRY_S)
+            waited += RETRY_S
         if self._done.is_set():
             return
         stack = _stack_of(self._thread_id)
@@ -132,29 +134,20 @@ class Deadline:
         sys.stderr.flush()
         os._exit(EXIT_TIMEOUT)
 
+    def _raise_async(self) -> None:
+        if self._shield:
+            self._held = True
+            return
+        expired = self._expired(_stack_of(self._thread_id))
 
-    def _raise_until_settled(self) -> None:
-        end = self.grace_s
-        while not self._settled.is_set() and end > 0:
-            if self._shield:
-                self._held = True
-            else:
-                _raise_in_thread(self._thread_id, self._expired(_stack_of(self._thread_id)))
-            if self._done.wait(RETRY_S):
-                return
-            end -= RETRY_S
-        self._done.wait(max(end, 0.0))
+        class _Expired(TraceTimeout):
+            def __init__(self) -> None:
+                super().__init__(expired.timeout_s, expired.stack)
+                self.settle = expired.settle
+
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread_id), ctypes.py_object(_Expired))
 
 
 def _stack_of(thread_id: int) -> list[traceback.FrameSummary]:
     frame = sys._current_frames().get(thread_id)
     return traceback.extract_stack(frame) if frame is not None else []
-
-
-def _raise_in_thread(thread_id: int, expired: TraceTimeout) -> None:
-    class _Expired(TraceTimeout):
-        def __init__(self) -> None:
-            super().__init__(expired.timeout_s, expired.stack)
-            self.settle = expired.settle
-
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(_Expired))

@@ -20,7 +20,6 @@ from ..frames import is_user_file, live_user_frame
 from .sizes import equal_expressions
 
 
-
 @dataclass
 class OpCall:
     """One observed call of a custom op."""
@@ -153,9 +152,11 @@ def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int]) -> 
 
         def _sync(self, func: Any, cause: str, total: Optional[int] = None) -> None:
             inside = self.inside[-1] if self.inside else None
-            frame = live_user_frame(roots) if total is not None and inside is None else None
-            exprs = equal_expressions(total, dict(frame.f_locals)) if frame is not None and total is not None else ()
-            seen = SyncSeen(str(func.overloadpacket), cause, _user_site(roots), inside.name if inside else "", tokens, exprs)
+            frame = live_user_frame(roots)  # inside a kernel: the kernel's line
+            site = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ("", 0)
+            exprs = (equal_expressions(total, dict(frame.f_locals))
+                     if frame is not None and total is not None and inside is None else ())
+            seen = SyncSeen(str(func.overloadpacket), cause, site, inside.name if inside else "", tokens, exprs)
             (inside.syncs if inside else obs.syncs).append(seen)
 
         def _op(self, func: Any, args: tuple, kwargs: dict) -> Any:

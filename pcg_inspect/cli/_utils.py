@@ -7,6 +7,7 @@ never wrapped, so a ``fix:`` can be pasted as printed.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 from typing import Annotated, Any, Callable, Optional, TypeVar
@@ -16,39 +17,73 @@ from rich.console import Console
 from rich.text import Text
 
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PcgInspectError, one_line
+from ..options import DEFAULT_TIMEOUT_S
 
 T = TypeVar("T")
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
-Tokens = Annotated[str, typer.Option("--tokens", "-t", metavar="N,N,...", help="Capture sizes (token counts), comma-separated.")]
-SplitOps = Annotated[
-    Optional[list[str]],
-    typer.Option("--split-op", metavar="NS::OP", help="Op that starts its own eager piece (ns::op, ns.op, ns.op.default). Repeatable."),
-]
-Device = Annotated[str, typer.Option("--device", metavar="cpu|cuda", help="cpu, cuda or cuda:N.")]
-NoReplay = Annotated[bool, typer.Option("--no-replay", help="Skip replaying the pieces against eager.")]
 JsonOut = Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the JSON report to PATH ('-' = stdout).")]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", metavar="DTYPE", help="float32, bfloat16 or float16 (default: as the factory builds).")]
-Dynamic = Annotated[str, typer.Option("--dynamic", metavar="MODE", help="How token dims are marked: maybe (sglang's maybe_mark_dynamic), unbacked, static.")]
-Isolate = Annotated[bool, typer.Option("--isolate", help="GPU replay: capture each piece alone in its own memory pool.")]
-NoSglang = Annotated[bool, typer.Option("--no-sglang-split-ops", help="Do not add sglang's registered split ops even if sglang imports.")]
-Layers = Annotated[str, typer.Option("--layers", metavar="IDS", help="Model targets: decoder layers to build, e.g. 0, 0-3, 1,5.")]
-NumLayers = Annotated[int, typer.Option("--num-layers", metavar="K", help="Model targets: build the whole model with K layers (embeddings + final norm).")]
-Attn = Annotated[str, typer.Option("--attn", metavar="MODE", help="Model targets: split (pcg_inspect::attention split op), sdpa or eager.")]
-Override = Annotated[Optional[list[str]], typer.Option("--override", metavar="KEY=VALUE", help="Model targets: config key=value (JSON value), repeatable.")]
-Nproc = Annotated[int, typer.Option("--nproc", metavar="N", help="Trace N tensor-parallel ranks over torch.distributed (gloo on CPU, NCCL on GPUs).")]
-Timeout = Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Give up after this long (whole run, children and ranks; 0 = no limit). Exit 4.")]
 
 
-def trace_options(target: str, params: dict[str, Any]) -> object:
-    """The ``TraceOptions`` from the shared trace options of ``trace``, ``diff`` and ``fix`` (validated).
+def _opt(name: str, kind: Any, default: Any, *decls: str, **info: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                             annotation=Annotated[kind, typer.Option(*decls, **info)])
 
-    ``params``: the command's parameters (its ``locals()``), named as the shared option aliases name them.
+
+TRACE_OPTIONS = (
+    _opt("tokens", str, "1,8,64", "--tokens", "-t", metavar="N,N,...", help="Capture sizes (token counts), comma-separated."),
+    _opt("split_op", Optional[list[str]], None, "--split-op", metavar="NS::OP",
+         help="Op that starts its own eager piece (ns::op, ns.op, ns.op.default). Repeatable."),
+    _opt("no_sglang_split_ops", bool, False, "--no-sglang-split-ops",
+         help="Do not add sglang's registered split ops even if sglang imports."),
+    _opt("device", str, "cpu", "--device", metavar="cpu|cuda", help="cpu, cuda or cuda:N."),
+    _opt("dtype", Optional[str], None, "--dtype", metavar="DTYPE",
+         help="float32, bfloat16 or float16 (default: as the factory builds)."),
+    _opt("dynamic", str, "maybe", "--dynamic", metavar="MODE",
+         help="How token dims are marked: maybe (sglang's maybe_mark_dynamic), unbacked, static."),
+    _opt("no_replay", bool, False, "--no-replay", help="Skip replaying the pieces against eager."),
+    _opt("isolate", bool, False, "--isolate", help="GPU replay: capture each piece alone in its own memory pool."),
+    _opt("layers", str, "0", "--layers", metavar="IDS", help="Model targets: decoder layers to build, e.g. 0, 0-3, 1,5."),
+    _opt("num_layers", int, 0, "--num-layers", metavar="K",
+         help="Model targets: build the whole model with K layers (embeddings + final norm)."),
+    _opt("attn", str, "split", "--attn", metavar="MODE",
+         help="Model targets: split (pcg_inspect::attention split op), sdpa or eager."),
+    _opt("override", Optional[list[str]], None, "--override", metavar="KEY=VALUE",
+         help="Model targets: config key=value (JSON value), repeatable."),
+    _opt("nproc", int, 1, "--nproc", metavar="N",
+         help="Trace N tensor-parallel ranks over torch.distributed (gloo on CPU, NCCL on GPUs)."),
+    _opt("timeout", float, DEFAULT_TIMEOUT_S, "--timeout", metavar="SECONDS",
+         help="Give up after this long (whole run, children and ranks; 0 = no limit). Exit 4."),
+)
+"""The options ``trace``, ``diff`` and ``fix`` share, declared once; ``with_trace_options`` adds them."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_trace_options(after: str) -> Callable[[F], F]:
+    """Give a command the shared trace options, listed after its parameter ``after``.
+
+    The command declares ``**shared`` and receives them there (for ``trace_options``); typer reads
+    the combined signature, so ``--help`` lists them in that place.
     """
+
+    def add(command: F) -> F:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        at = [p.name for p in own].index(after) + 1
+        params = [*own[:at], *TRACE_OPTIONS, *own[at:]]
+        command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return add
+
+
+def trace_options(target: str, shared: dict[str, Any]) -> object:
+    """The ``TraceOptions`` from the shared trace options (a command's ``**shared``), validated."""
     from ..options import ModelOptions, TraceOptions, parse_capture_sizes
 
-    p = params
+    p = shared
     return TraceOptions(
         target=target, capture_sizes=parse_capture_sizes(p["tokens"]), split_ops=tuple(p["split_op"] or ()),
         device=p["device"], dtype=p["dtype"], dynamic=p["dynamic"], replay=not p["no_replay"], isolate=p["isolate"],

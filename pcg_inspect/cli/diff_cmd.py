@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT, UsageError
-from ..options import DEFAULT_TIMEOUT_S
-from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, JsonOut, Layers, NoReplay, NoSglang, Nproc, NumLayers,
-                     Override, SplitOps, Timeout, Tokens, consoles, guarded, make_console, timeout_message,
-                     trace_options)
+from ._utils import Debug, JsonOut, consoles, guarded, make_console, timeout_message, trace_options, with_trace_options
 
 
+@with_trace_options(after="show_all")
 def diff(
     a: Annotated[str, typer.Argument(metavar="A", help="Before: a report JSON, or a target (file.py:factory, a model) traced on the spot.")],
     b: Annotated[str, typer.Argument(metavar="B", help="After: a report JSON, or a target.")],
@@ -25,22 +23,9 @@ def diff(
     ] = 0.5,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, markdown or json.")] = "text",
     show_all: Annotated[bool, typer.Option("--all", help="Also list unchanged items.")] = False,
-    tokens: Tokens = "1,8,64",
-    split_op: SplitOps = None,
-    no_sglang_split_ops: NoSglang = False,
-    device: Device = "cpu",
-    dtype: Dtype = None,
-    dynamic: Dynamic = "maybe",
-    no_replay: NoReplay = False,
-    isolate: Isolate = False,
-    layers: Layers = "0",
-    num_layers: NumLayers = 0,
-    attn: Attn = "split",
-    override: Override = None,
-    nproc: Nproc = 1,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
     json_out: JsonOut = None,
     debug: Debug = False,
+    **shared: Any,
 ) -> None:
     """Compare two reports (or targets): what was fixed, what was introduced.
 
@@ -49,8 +34,6 @@ def diff(
 
     Exit codes: 0 no regression, 1 regression, 2 usage or load error, 3 internal error, 4 a side timed out.
     """
-
-    params = dict(locals())
 
     def body() -> int:
         import json
@@ -69,7 +52,7 @@ def diff(
         fail = parse_fail_on(fail_on or ())
         if json_out and json_out != "-":
             check_writable(json_out, "--json")
-        opts = trace_options("", params)
+        opts = trace_options("", shared)
         side_a, side_b = launch.side(a, opts), launch.side(b, opts)
         result = diff_reports(side_a, side_b, fail, time_threshold)
         text = json.dumps(result.to_dict(), indent=2) + "\n"

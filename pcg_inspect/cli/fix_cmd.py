@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..options import DEFAULT_TIMEOUT_S
-from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, Layers, NoReplay, NoSglang, Nproc, NumLayers, Override,
-                     SplitOps, Timeout, Tokens, guarded, make_console, timeout_message, trace_options)
+from ._utils import Debug, guarded, make_console, timeout_message, trace_options, with_trace_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -16,33 +14,19 @@ if TYPE_CHECKING:
     from ..fix import FixResult
 
 
+@with_trace_options(after="write")
 def fix(
     target: Annotated[str, typer.Argument(metavar="TARGET", help="path/to/file.py:factory (fix edits your files).")],
     write: Annotated[bool, typer.Option("--write", help="Edit the files in place (only if unchanged since the trace; "
                                                       "each file written atomically). Default: show the diff only.")] = False,
-    tokens: Tokens = "1,8,64",
-    split_op: SplitOps = None,
-    no_sglang_split_ops: NoSglang = False,
-    device: Device = "cpu",
-    dtype: Dtype = None,
-    dynamic: Dynamic = "maybe",
-    no_replay: NoReplay = False,
-    isolate: Isolate = False,
-    layers: Layers = "0",
-    num_layers: NumLayers = 0,
-    attn: Attn = "split",
-    override: Override = None,
-    nproc: Nproc = 1,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
     debug: Debug = False,
+    **shared: Any,
 ) -> None:
     """Apply the fixes the report suggests as source edits, then trace the patched code and show before -> after.
 
     Exit codes: 0 the patched target is capturable, 1 problems remain (listed, with why each was not
     fixed automatically), 2 usage or load error, 3 internal error, 4 timeout.
     """
-
-    params = dict(locals())
 
     def body() -> int:
         import dataclasses
@@ -54,7 +38,7 @@ def fix(
         from ..render.diffview import render as render_diff
         from rich.text import Text
 
-        opts = trace_options(target, params)
+        opts = trace_options(target, shared)
         out, err = make_console(), make_console(stderr=True)
         if err.is_terminal:
             with err.status("tracing…") as status:

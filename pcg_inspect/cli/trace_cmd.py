@@ -9,50 +9,34 @@ import typer
 from rich.text import Text
 
 from ..errors import UsageError
-from ..options import DEFAULT_TIMEOUT_S
-from ._utils import (Attn, Debug, Device, Dtype, Dynamic, Isolate, JsonOut, Layers, NoReplay, NoSglang, Nproc, NumLayers,
-                     Override, Quiet, SplitOps, Timeout, Tokens, consoles, guarded, timeout_message, trace_options)
+from ._utils import Debug, JsonOut, Quiet, consoles, guarded, timeout_message, trace_options, with_trace_options
 
 Detail = Annotated[str, typer.Option("--detail", metavar="MODE", help="Picture detail: nodes, pieces or auto (pieces above 400 nodes).")]
 
 
+@with_trace_options(after="target")
 def trace(
     target: Annotated[str, typer.Argument(metavar="TARGET", help="path/to/file.py:factory, package.module:factory, or a model: "
                                           "bundled name (pcg-inspect models), folder with config.json, org/name")],
-    tokens: Tokens = "1,8,64",
-    split_op: SplitOps = None,
-    no_sglang_split_ops: NoSglang = False,
-    device: Device = "cpu",
-    dtype: Dtype = None,
-    dynamic: Dynamic = "maybe",
-    no_replay: NoReplay = False,
-    isolate: Isolate = False,
-    layers: Layers = "0",
-    num_layers: NumLayers = 0,
-    attn: Attn = "split",
-    override: Override = None,
-    nproc: Nproc = 1,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
     json_out: JsonOut = None,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Folder for report.json, graph.dot, graph.svg, report.html.")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", metavar="PATH", help="Write the self-contained HTML report to PATH.")] = None,
     detail: Detail = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
+    **shared: Any,
 ) -> None:
     """Trace TARGET like piecewise CUDA graph capture and report every graph break, guard, recompile and piece.
 
     Exit codes: 0 capturable, 1 problems found, 2 usage or load error, 3 internal error, 4 timeout.
     """
 
-    params = dict(locals())
-
     def body() -> int:
         from .. import launch
         from ..report import exit_code
         from ..render.console import render, verdict
 
-        opts = trace_options(target, params)
+        opts = trace_options(target, shared)
         if detail not in ("nodes", "pieces", "auto"):
             raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
         _check_outputs(json_out, out, html)
