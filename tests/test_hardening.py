@@ -105,6 +105,7 @@ def test_timeout_while_importing_torch_is_exit_4_not_an_internal_error(tmp_path)
     res = _cli("trace", f"{HOSTILE}:make_sleep", "--tokens", "8", "--timeout", "0.2", "--json", str(out))
     assert res.returncode == 4, res.stderr
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+    assert "pcg_inspect/" not in res.stderr  # no stack of our own frames: the target was not running
     (f,) = [f for f in json.loads(out.read_text())["findings"] if f["kind"] == "timeout"]
     assert f["details"]["stage"] == "import" and not f["file"] and "before the target's code ran" in f["message"]
 

@@ -143,13 +143,15 @@ def argv_command() -> str:
 
 
 def timeout_message(report: object) -> Optional[Text]:
-    """'error: timed out after N s in the <stage> stage at file:line' and the target's stack, or None."""
+    """'error: timed out after N s in the <stage> stage at file:line' and the target's stack, or None.
+
+    When no code of the target was running there is no stack to show: the finding's hint says why."""
     found = next((f for f in getattr(report, "findings", ()) if f.kind == "timeout"), None)
     if found is None:
         return None
     d = found.details
     at = f" at {found.file}:{found.line}" if found.file else ""
     text = error_line("error", f"timed out after {d.timeout_s:g} s in the {d.stage} stage{at} (--timeout; exit 4)")
-    for frame in d.stack:
+    for frame in d.stack if found.file else ():  # the target's frames; pcg-inspect's own are in the JSON only
         text.append(f"\n    {frame}")
     return text
