@@ -196,14 +196,16 @@ def dynamo_events() -> Iterator[DynamoEvents]:
 
     trace_log = _trace_logger()
     handler = _ArtifactHandler(events, state, patched=bool(restore))
-    old_level = trace_log.level
+    old_level, old_propagate = trace_log.level, trace_log.propagate
     trace_log.addHandler(handler)
     trace_log.setLevel(logging.DEBUG)
+    trace_log.propagate = False  # ours alone: at DEBUG, the root logger (pytest's log capture) would get every artifact
     try:
         yield events
     finally:
         trace_log.removeHandler(handler)
         trace_log.setLevel(old_level)
+        trace_log.propagate = old_propagate
         for undo in restore:
             undo()
 

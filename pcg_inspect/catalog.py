@@ -234,6 +234,17 @@ CATALOG: dict[str, dict[str, str]] = {
         "example": "while x.sum() > 0:\n    x = x - 1",
         "fix": "Fix the loop or the wait; raise --timeout if the target is only slow (0 = no limit).",
     },
+    "target_exit": {
+        "title": "The target ended the process",
+        "severity": "error (exit code 2)",
+        "means": "The target's import, factory or forward ended the process instead of returning: sys.exit, os._exit, "
+        "a signal it sent itself, or a crash (segfault, abort) in a kernel it called. The run stops there; the report "
+        "holds what finished before, the stage, the exit code or signal and the target's line when it is known. An "
+        "engine that imports the layer ends the same way.",
+        "example": "args = parser.parse_args()   # at import: exits on pcg-inspect's own arguments",
+        "fix": "Return or raise instead of exiting; keep argument parsing and exits under "
+        "`if __name__ == \"__main__\":`; a crash inside a kernel is that kernel's bug (run it alone to reproduce).",
+    },
     "target_error": {
         "title": "Target error",
         "severity": "error",

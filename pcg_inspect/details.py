@@ -177,6 +177,20 @@ class TimeoutDetails(Details):
     """'file:line in function' of the target's frames when time ran out, innermost last."""
 
 
+@dataclass(frozen=True)
+class TargetExitDetails(Details):
+    """The target ended the process (sys.exit, os._exit, a signal, a crash) instead of returning."""
+
+    stage: str
+    """import | load | trace | analyze | split | replay (where the run was)."""
+    how: str
+    """'sys.exit(3)', 'os._exit(7)', 'signal SIGSEGV', 'exit code 1'."""
+    code: int
+    """The exit code (a signal: minus its number)."""
+    stack: tuple[str, ...] = ()
+    """'file:line in function' of the target's frames when it exited, innermost last."""
+
+
 DETAILS_BY_KIND: dict[str, type[Details]] = {
     "data_ptr": Details,
     "unregistered_op": OpDetails,
@@ -197,4 +211,5 @@ DETAILS_BY_KIND: dict[str, type[Details]] = {
     "rank_divergence": RankDetails,
     "tp_mismatch": TpMismatchDetails,
     "timeout": TimeoutDetails,
+    "target_exit": TargetExitDetails,
 }

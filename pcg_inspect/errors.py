@@ -9,7 +9,8 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 """Problems found: a graph break, an error finding, a failed replayed piece."""
 EXIT_USAGE = 2
-"""Usage or load error: bad option, missing file, a target that cannot be loaded or calls sys.exit."""
+"""Usage or load error: bad option, missing file, a target that cannot be loaded or that ends the process
+(sys.exit, os._exit, a signal: a report with a ``target_exit`` finding is still written)."""
 EXIT_INTERNAL = 3
 """A bug in pcg-inspect itself."""
 EXIT_TIMEOUT = 4
@@ -57,10 +58,6 @@ class TraceTimeout(BaseException):
         """Tell the deadline that raised this that it was caught (it raises again until then)."""
 
 
-def system_exit_error(exc: SystemExit, is_user: "callable[[str], bool]") -> TargetError:  # type: ignore[valid-type]
-    """The TargetError for a target that called ``sys.exit``: 'the target called sys.exit(N) at file:line'."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    mine = [f for f in frames if is_user(f.filename)]
-    where = mine[-1] if mine else (frames[-1] if frames else None)
-    at = f" at {where.filename}:{where.lineno}" if where else ""
-    return TargetError(f"the target called sys.exit({exc.code!r}){at}: it must return, not exit the process")
+class Interrupted(BaseException):
+    """Ctrl-C in the command-line tool (raised by its SIGINT handler; not a KeyboardInterrupt, which click and
+    the target's code may catch). Children are stopped on the way out; the CLI exits 130."""

@@ -159,3 +159,19 @@ def node_user_location(node: Any, roots: Sequence[str]) -> tuple[str, int]:
         if is_user_file(file, roots):
             return file, line
     return frames[-1] if frames else ("", 0)
+
+
+def spec_roots(spec: str) -> tuple[str, ...]:
+    """Folders whose files are the user's code for a target string, found without importing anything:
+    a file target's folder; for a model, transformers' modeling files; () for a module target."""
+    import importlib.util
+
+    where = spec.rpartition(":")[0] if ":" in spec else ""
+    if where and (where.endswith(".py") or "/" in where or "\\" in where):
+        return (str(Path(where).expanduser().resolve().parent),)
+    if not where:
+        found = importlib.util.find_spec("transformers")
+        if found is not None and found.origin:
+            return (str(Path(found.origin).resolve().parent / "models"),)
+    return ()
+

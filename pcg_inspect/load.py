@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import TargetError, UsageError, one_line, system_exit_error
+from .errors import TargetError, UsageError, one_line
 from .options import FLOAT_DTYPES, ModelOptions
 
 
@@ -247,9 +247,6 @@ def _import_file(path: Path) -> Any:
 def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     try:
         return factory(**kwargs)
-    except SystemExit as exc:
-        file, _ = _source_of(factory)
-        raise system_exit_error(exc, lambda f: bool(file) and Path(f).resolve().parent == Path(file).resolve().parent) from None
     except Exception as exc:
         file, _ = _source_of(factory)
         raise TargetError(

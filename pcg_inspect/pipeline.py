@@ -1,7 +1,7 @@
 """The pipeline: load -> trace -> analyze -> split -> replay -> Report, in the process it is called in.
 
-It knows nothing of processes: ``launch`` decides where it runs (in this process, in a GPU
-worker, in each rank) and owns every child. Stages are called in order and hand records down.
+It knows nothing of processes: ``run`` decides where it runs (a supervised child, each rank, or this
+process for the API's live objects) and owns every child. Stages are called in order and hand records down.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterator, Optional
 
 from . import __version__
 from .deadline import shielded
-from .details import TimeoutDetails
 from .errors import TraceTimeout, UsageError
 from .options import RunContext, TraceOptions
 from .report import SCHEMA_VERSION, Environment, Finding, Report, build_summary
@@ -54,6 +53,7 @@ class _State:
     replay_findings: tuple[Finding, ...] = ()
     torch_version: str = ""
     target_object: Any = None
+    on_stage: Optional[Callable[[str], None]] = None
 
 
 def run(
@@ -62,6 +62,7 @@ def run(
     progress: Optional[Progress] = None,
     checkpoint: Optional[Checkpoint] = None,
     target_object: Any = None,
+    on_stage: Optional[Callable[[str], None]] = None,
 ) -> PipelineRun:
     """Run every stage for one target in this process.
 
@@ -73,19 +74,23 @@ def run(
             replay still leaves the trace's findings).
         target_object: an in-memory target (the Python API): ``(object, args, kwargs)`` instead of
             ``options.target``, which then only names it.
+        on_stage: called with each stage's name as it starts (a child tells its supervisor).
     Returns:
         PipelineRun. A ``TraceTimeout`` raised into this process ends the stage it hits, and the
-        report holds what finished plus a ``timeout`` finding.
+        report holds what finished plus a ``timeout`` finding; a ``SystemExit`` from the target
+        likewise ends it with a ``target_exit`` finding.
     Raises:
         UsageError, TargetError: bad options or a target that cannot be loaded.
     """
-    state = _State(options, context, target_object=target_object)
+    state = _State(options, context, target_object=target_object, on_stage=on_stage)
     say = progress or (lambda _msg: None)
     try:
         _run_stages(state, say, checkpoint)
     except TraceTimeout as exc:
         exc.settle()
         return PipelineRun(_report(state, extra=(_timeout_finding(state, exc),)), state.target, state.result)
+    except SystemExit as exc:
+        return PipelineRun(_report(state, extra=(_exit_finding(state, exc),)), state.target, state.result)
     return PipelineRun(_report(state), state.target, state.result)
 
 
@@ -139,6 +144,8 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
 @contextlib.contextmanager
 def _stage(state: _State, name: str) -> Iterator[None]:
     state.stage = name
+    if state.on_stage is not None:
+        state.on_stage(name)
     t0 = time.perf_counter()
     try:
         yield
@@ -196,29 +203,26 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
     )
 
 
-_SLOW_TARGET = ("A forward that never returns (a loop on a tensor value, a wait on another rank, Dynamo unrolling an "
-                "endless loop) hangs capture too: fix it, or raise --timeout if the target is only slow.")
-_SLOW_SETUP = ("No code of the target was running: pcg-inspect itself had not finished (importing torch takes 1-2 s, "
-               "building a full-size layer or starting CUDA tens of seconds). Raise --timeout.")
+def _roots(state: _State) -> tuple[str, ...]:
+    from .frames import spec_roots
+
+    return state.target.roots if state.target is not None else spec_roots(state.options.target)
 
 
 def _timeout_finding(state: _State, exc: TraceTimeout) -> Finding:
-    from .frames import is_user_file, source_line
+    from .stops import timeout_finding
 
-    roots = state.target.roots if state.target is not None else ()
     seen = list(exc.stack) or traceback.extract_tb(exc.__traceback__)  # the stack when time ran out
-    frames = [f for f in seen if is_user_file(f.filename, roots)]
-    stack = tuple(f"{f.filename}:{f.lineno} in {f.name}" for f in (frames or seen)[-8:])
-    last = frames[-1] if frames else None  # the target's own line; none when it was not running
-    where = f" at {last.filename}:{last.lineno}" if last else ", before the target's code ran" if state.stage == "import" else ""
-    return Finding(
-        kind="timeout", severity="error",
-        message=f"the run hit --timeout {state.options.timeout_s:g} s while in the {state.stage} stage{where}",
-        file=last.filename if last else "", line=int(last.lineno or 0) if last else 0,
-        function=last.name if last else "", code=source_line(last.filename, int(last.lineno or 0)) if last else "",
-        hint=_SLOW_TARGET if last else _SLOW_SETUP,
-        details=TimeoutDetails(stage=state.stage, timeout_s=state.options.timeout_s, stack=stack),
-    )
+    frames = [(f.filename, int(f.lineno or 0), f.name) for f in seen]
+    return timeout_finding(state.options.timeout_s, state.stage, frames, _roots(state))
+
+
+def _exit_finding(state: _State, exc: SystemExit) -> Finding:
+    from .stops import target_exit_finding
+
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    frames = [(f.filename, int(f.lineno or 0), f.name) for f in traceback.extract_tb(exc.__traceback__)]
+    return target_exit_finding(f"sys.exit({exc.code!r})", code, state.stage, frames, _roots(state))
 
 
 def _device_name(device: str) -> str:

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .details import DETAILS_BY_KIND, CaptureDetails, Details
+from .details import DETAILS_BY_KIND, CaptureDetails, Details, TargetExitDetails, TimeoutDetails
 from .frames import Frame
 from .errors import ReportError
 
@@ -440,6 +440,8 @@ def _finding_problem(f: Finding, functions: dict[int, str]) -> Problem:
         what = "failed CUDA graph capture" if f.kind == "capture_failed" else "differs from eager after replay"
         at = f" ({f.op} at {_at(f.file, f.line)})" if f.file else (f" ({f.op})" if f.op else "")
         title = f"piece {d.piece}{of} {what} at {d.capture_size} tokens{at}"
+    elif isinstance(d, (TimeoutDetails, TargetExitDetails)):  # how the run stopped says it all
+        title = f.message
     else:
         title = f"{f.kind}" + (f" {f.op}" if f.op else "") + (f" at {_at(f.file, f.line)}" if f.file else f": {f.message[:100]}")
     return Problem("finding", title, f.kind, f.file, f.line, f.hint, f.fix)
@@ -579,9 +581,12 @@ def from_jsonable(tp: Any, value: Any) -> Any:
 
 
 def exit_code(report: Report) -> int:
-    """What a front end exits with for a report: 4 timeout, 1 not capturable, 0 capturable."""
-    from .errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT
+    """What a front end exits with for a report: 4 timeout, 2 the target ended the process, 1 not capturable,
+    0 capturable."""
+    from .errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT, EXIT_USAGE
 
     if any(f.kind == "timeout" for f in report.findings):
         return EXIT_TIMEOUT
+    if any(f.kind == "target_exit" for f in report.findings):
+        return EXIT_USAGE
     return EXIT_OK if report.summary.capturable else EXIT_PROBLEMS

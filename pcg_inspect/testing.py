@@ -17,11 +17,34 @@ imports neither torch nor the CLI.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 UPDATE_ENV = "PCG_INSPECT_UPDATE_BASELINE"
+_TEST_DIR: ContextVar[Optional[Path]] = ContextVar("pcg_inspect_test_dir", default=None)
+"""The folder of the test being run (set by the plugin): relative targets and baselines are found from there."""
+
+
+def _from_test_dir(path: str | os.PathLike[str]) -> str:
+    """A relative path as the running test file sees it: its own folder when the path exists there (or exists
+    nowhere yet: a new baseline), else the current directory."""
+    base = _TEST_DIR.get()
+    if base is None or os.path.isabs(path):
+        return str(path)
+    here = base / path
+    return str(here) if here.exists() or not Path(path).exists() else str(path)
+
+
+def _resolve_target(target: Any) -> Any:
+    """A target string whose file part is relative, resolved from the test file (model names are left alone)."""
+    if not isinstance(target, str) or ":" not in target:
+        return target
+    where, _, attr = target.rpartition(":")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        return f"{_from_test_dir(where)}:{attr}"
+    return target
 
 
 def assert_capturable(target: Any, args: Any = None, kwargs: Optional[dict[str, Any]] = None, **options: Any) -> Any:
@@ -34,7 +57,7 @@ def assert_capturable(target: Any, args: Any = None, kwargs: Optional[dict[str, 
     """
     from .api import inspect
 
-    report = inspect(target, args, kwargs, **options)
+    report = inspect(_resolve_target(target), args, kwargs, **options)
     if not report.capturable:
         raise AssertionError(problems_text(report))
     return report
@@ -47,7 +70,7 @@ def assert_no_regression(report_or_target: Any, baseline: str | os.PathLike[str]
 
     Args:
         report_or_target: a Report, or a target traced here (``**options`` as for ``inspect``).
-        baseline: the saved report JSON.
+        baseline: the saved report JSON (relative: from the running test file's folder, see ``_from_test_dir``).
         fail_on: what counts as a regression (``diff --fail-on``).
         update: rewrite the baseline instead of comparing (default: ``--pcg-update-baseline`` /
             ``PCG_INSPECT_UPDATE_BASELINE=1``).
@@ -61,8 +84,9 @@ def assert_no_regression(report_or_target: Any, baseline: str | os.PathLike[str]
     from .diff import diff
     from .report import Report, load_report
 
-    report = report_or_target if isinstance(report_or_target, Report) else inspect(report_or_target, **options)
-    path = Path(baseline)
+    report = report_or_target if isinstance(report_or_target, Report) else inspect(_resolve_target(report_or_target),
+                                                                                 **options)
+    path = Path(_from_test_dir(baseline))
     if update if update is not None else os.environ.get(UPDATE_ENV) == "1":
         write_atomic(path, report.to_json())
         return None
@@ -120,6 +144,22 @@ def pytest_addoption(parser: Any) -> None:
                     help="pcg-inspect: rewrite assert_no_regression baselines instead of comparing.")
     parser.addini("pcg_inspect_sizes", "pcg-inspect: default capture sizes, e.g. 1,8,64", default="")
     parser.addini("pcg_inspect_device", "pcg-inspect: default device (cpu or cuda)", default="")
+
+
+try:
+    import pytest as _pytest
+
+    @_pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(item: Any) -> Any:
+        """Relative targets and baselines resolve from the running test's file, wherever pytest was started."""
+        token = _TEST_DIR.set(Path(str(item.path)).resolve().parent)
+        try:
+            yield
+        finally:
+            _TEST_DIR.reset(token)
+
+except ImportError:  # pragma: no cover - imported outside pytest
+    pass
 
 
 def pytest_configure(config: Any) -> None:

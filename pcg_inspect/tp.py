@@ -1,4 +1,4 @@
-"""Tensor parallel: what the ranks' reports say together (pure; ``launch`` runs the ranks).
+"""Tensor parallel: what the ranks' reports say together (``run`` starts the ranks; ``reference_findings`` runs in the reference child).
 
 The merged report is rank 0's, with every rank's own report in ``ranks[]``, a
 ``rank_divergence`` error per item where a rank differs from rank 0 (graphs, breaks, recompiles,
@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .details import RankDetails
+from .details import RankDetails, TpMismatchDetails
 from .errors import UsageError
 from .report import Finding, Report, with_summary
+
+if TYPE_CHECKING:
+    from .options import TraceOptions
 
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 """NVLink multicast stays off in every rank: a program using it can take a shared host's GPUs down."""
@@ -104,9 +108,58 @@ def merge(reports: dict[int, Report], errors: dict[int, str], hung: Sequence[int
         why = errors.get(0) or ("did not finish (hung?)" if 0 in hung else "no report")
         raise UsageError(f"rank 0 failed: {why}")
     findings = list(reports[0].findings) + divergences(reports) + failed_rank_findings(world_size, errors, hung, timeout_s)
+    findings += [f for r in sorted(reports) if r != 0 for f in reports[r].findings if f.kind in ("timeout", "target_exit")]
     findings += mismatches
     top = reports[0]
     env = dataclasses.replace(top.environment, world_size=world_size)
     ranks = tuple(dataclasses.replace(reports[r], graphs=tuple(dataclasses.replace(g, nodes=()) for g in reports[r].graphs))
                   for r in sorted(reports))
     return with_summary(top, environment=env, findings=tuple(findings), ranks=ranks)
+
+
+def reference_findings(options: "TraceOptions", outputs: list[str]) -> list[dict[str, Any]]:
+    """tp_mismatch findings (JSON-safe): each rank's output against the same target at world_size=1 (runs in a child)."""
+    import torch
+
+    from .load import load
+    from .replay import compare
+    from .report import to_jsonable
+
+    device = "cuda:0" if options.device.startswith("cuda") else "cpu"  # a full-size layer is slow on a CPU
+    target = load(options.target, options.capture_sizes, device, options.torch_dtype_name, options.model, 0, 1)
+    call = max(target.calls, key=lambda c: c.tokens or 0)
+    with torch.no_grad():
+        reference = target.module(*call.args, **call.kwargs)
+    out = []
+    for path in outputs:
+        rank = int(Path(path).parent.name.removeprefix("rank"))
+        got = torch.load(path, map_location=device)
+        abs_e, rel_e, _ = compare(got, reference)
+        rel = relative_rmse(got, reference)
+        limit = TP_RELATIVE_RMSE.get(str(reference.dtype).replace("torch.", ""), 1e-4)
+        if rel > limit:  # a sum over ranks rounds differently: elementwise tolerances flag bf16 noise
+            out.append(to_jsonable(Finding(
+                kind="tp_mismatch", severity="error",
+                message=f"rank {rank}'s output differs from the single-rank reference (relative RMSE {rel:.3g} > {limit:g}, "
+                f"max abs err {abs_e:.3g}): the shards or the collectives do not add up to the full layer",
+                details=TpMismatchDetails(rank=rank, max_abs_err=abs_e, max_rel_err=rel_e, relative_rmse=rel))))
+    return out
+
+
+TP_RELATIVE_RMSE = {"bfloat16": 3e-2, "float16": 1e-2, "float32": 1e-4, "float64": 1e-9}
+"""||rank output - reference|| / ||reference|| above which the ranks do not add up: a wrong shard is O(1);
+rounding the partial sums of a bf16 layer is ~1e-2 (fp32: ~1e-6)."""
+
+
+def relative_rmse(actual: Any, expected: Any) -> float:
+    """||actual - expected|| / ||expected|| over the float tensors (fp64 arithmetic)."""
+    from .replay.common import flat
+
+    num = den = 0.0
+    for a, e in zip(flat(actual), flat(expected)):
+        if a.shape != e.shape:
+            return float("inf")
+        d = a.detach().double() - e.detach().double()
+        num += float((d * d).sum())
+        den += float((e.detach().double() ** 2).sum())
+    return (num / den) ** 0.5 if den > 0 else (0.0 if num == 0 else float("inf"))

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import _torch_compat as compat
-from .errors import system_exit_error
 from .frames import is_user_file
 from .load import Call, Target, tensor_at
 
@@ -119,8 +118,6 @@ def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int,
         try:
             with torch.no_grad():
                 compiled(*call.args, **call.kwargs)
-        except SystemExit as exc:
-            raise system_exit_error(exc, lambda f: is_user_file(f, roots)) from None
         except Exception as exc:  # the target itself failed (after Dynamo's fallback)
             rec.call_errors.append(RawCallError(call.tokens, exc))
             return

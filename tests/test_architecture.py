@@ -103,15 +103,46 @@ def test_no_private_name_crosses_modules():
     assert not bad, bad
 
 
-def test_only_front_ends_import_launch_and_cli():
+def test_only_front_ends_import_run_and_cli():
     bad = []
     for module, edges in _imports().items():
         for target, _ in edges:
-            for layer in ("pcg_inspect.launch", "pcg_inspect.cli"):
+            for layer in ("pcg_inspect.run", "pcg_inspect.cli"):
                 if (target == layer or target.startswith(layer + ".")) and not module.startswith(FRONT_ENDS + (layer,)):
                     if module != "pcg_inspect":  # the package's lazy public API
                         bad.append(f"{module} imports {target}")
     assert not bad, bad
+
+
+def test_only_the_supervisor_starts_processes():
+    """Every child goes through run/supervise.py: nothing else imports subprocess or multiprocessing, or forks."""
+    bad = []
+    for name, path in _modules().items():
+        if name == "pcg_inspect.run.supervise":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                bad += [f"{name} imports {a.name}" for a in node.names if a.name.split(".")[0] in ("subprocess", "multiprocessing")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("subprocess", "multiprocessing"):
+                bad.append(f"{name} imports from {node.module}")
+            elif isinstance(node, ast.Attribute) and node.attr in ("fork", "forkpty", "spawnv", "system", "posix_spawn") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+                bad.append(f"{name} calls os.{node.attr}")
+    assert not bad, bad
+
+
+def test_the_front_end_process_never_imports_torch(tmp_path):
+    """The CLI parent supervises; torch is imported in the child only (a usage error answers fast)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom pcg_inspect.cli import app\n"
+            f"r = CliRunner().invoke(app, ['trace', {str(ROOT / 'examples' / 'nsa_indexer' / 'after.py') + ':make'!r}, "
+            "'--tokens', '8', '--quiet'])\n"
+            "assert r.exit_code == 0, r.output\nprint('torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_views_and_diff_never_call_stages():

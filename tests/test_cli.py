@@ -60,7 +60,7 @@ def test_out_dir_gets_report(tmp_path):
         (f"{BREAKS}:make_raises", "raised ValueError: no weights for layer 3"),
         (f"{BREAKS}:make_wrong_type", "returned int"),
         (f"{BREAKS}:make_not_module_tuple", "returned tuple"),
-        ("just_a_name", "must be 'path/to/file.py:factory'"),
+        ("just_a_name", "a file target is 'path/to/file.py:factory'"),
     ],
 )
 def test_bad_targets_one_line_exit_2_no_file(tmp_path, spec, needle):

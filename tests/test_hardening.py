@@ -197,7 +197,7 @@ def test_unwritable_output_is_a_usage_error_before_tracing(flag):
 def test_sys_exit_in_the_target_is_exit_2_with_its_line(factory, marker):
     res = _cli("trace", f"{HOSTILE}:{factory}", "--tokens", "8")
     assert res.returncode == 2, (res.returncode, res.stderr)
-    assert f"the target called sys.exit" in res.stderr and f"hostile.py:{marker_line(HOSTILE, marker)}" in res.stderr
+    assert "the target ended the run with sys.exit(" in res.stderr and f"hostile.py:{marker_line(HOSTILE, marker)}" in res.stderr
 
 
 # 5. bad option values are usage errors --------------------------------------------------------------

@@ -28,10 +28,10 @@ def test_round_trip_keeps_every_field():
 
 def test_diff_sides_are_traced_with_every_option(tmp_path):
     """The bug: diff rebuilt a CLI argv that dropped --override (and rejected model options)."""
-    from pcg_inspect import launch
+    from pcg_inspect import run as runner
 
     opts = TraceOptions(target="", capture_sizes=(8,), replay=False, model=ModelOptions(overrides=SHRINK))
-    report = launch.side("llama3-8b", opts)
+    report = runner.side("llama3-8b", opts)
     assert report.graphs and any(s.startswith("[1, s") and s.endswith(", 64] f32") or ", 64]" in s for s in report.graphs[0].input_shapes), \
         report.graphs[0].input_shapes
     out = tmp_path / "d.json"

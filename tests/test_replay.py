@@ -81,11 +81,11 @@ def test_split_op_returning_new_tensor_is_flagged_at_its_line():
 
 
 def test_pipeline_in_a_worker_process_gives_the_same_report():
-    """The child every GPU run uses (launch.run_in_child), here on the CPU to keep its wiring tested."""
-    from pcg_inspect import launch
+    """The child every GPU run uses (runner.run_in_child), here on the CPU to keep its wiring tested."""
+    from pcg_inspect import run as runner
 
     opts = TraceOptions(target=f"{BAD}:make_good", capture_sizes=(8,))
-    child = launch.run_in_child(opts)
+    child = runner.run_child(opts)
     here = run_trace(opts).report
     assert child.replay.status == here.replay.status == "ok"
     assert child.replay.sizes[0].capture_size == 8

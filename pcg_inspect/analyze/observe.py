@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from .. import _torch_compat as compat
 from ..causes import host_sync_cause
-from ..errors import one_line, system_exit_error
+from ..errors import one_line
 from ..frames import is_user_file, live_user_frame
 from .sizes import equal_expressions
 
@@ -117,8 +117,6 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observat
         try:
             with torch.no_grad(), compat.quiet_fx_errors(), _observer(obs, roots, c.tokens):
                 module(*a, **k)
-        except SystemExit as exc:
-            raise system_exit_error(exc, lambda f: is_user_file(f, roots)) from None
         except Exception as exc:
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename, roots)]
             obs.errors.append((one_line(exc), (frames[-1].filename, int(frames[-1].lineno or 0)) if frames else ("", 0)))

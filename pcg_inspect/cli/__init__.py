@@ -77,5 +77,5 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Run the app (the console script is ``pcg_inspect.__main__:main``, which also turns Ctrl-C into exit 130)."""
     app()

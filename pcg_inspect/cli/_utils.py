@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PcgInspectError, one_line
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Interrupted, PcgInspectError, one_line
 from ..options import DEFAULT_TIMEOUT_S
 
 T = TypeVar("T")
@@ -121,7 +121,7 @@ def guarded(debug: bool, fn: Callable[[], T]) -> T:
     err = make_console(stderr=True)
     try:
         return fn()
-    except typer.Exit:
+    except (typer.Exit, Interrupted):
         raise
     except PcgInspectError as exc:
         if debug:
@@ -134,6 +134,8 @@ def guarded(debug: bool, fn: Callable[[], T]) -> T:
     except Exception as exc:
         if debug:
             traceback.print_exception(exc, file=sys.stderr)
+            if getattr(exc, "child_traceback", ""):
+                sys.stderr.write(f"in the worker process:\n{exc.child_traceback}")
         err.print(error_line("internal error", f"{one_line(exc)} (a bug in pcg-inspect; rerun with --debug for the traceback)"))
         raise typer.Exit(EXIT_INTERNAL) from None
 
@@ -142,13 +144,28 @@ def argv_command() -> str:
     return " ".join(["pcg-inspect", *sys.argv[1:]])
 
 
-def timeout_message(report: object) -> Optional[Text]:
-    """'error: timed out after N s in the <stage> stage at file:line' and the target's stack, or None.
+def target_echo(target: str, console: Console, quiet: bool) -> Callable[[str], None]:
+    """How a line the target printed is shown: under the target's name, as plain text (never ours, never markup)."""
+    if quiet:
+        return lambda line: None
+    where = target.rpartition(":")[0] if ":" in target else target
+    name = where.replace("\\", "/").rsplit("/", 1)[-1] or target
 
-    When no code of the target was running there is no stack to show: the finding's hint says why."""
-    found = next((f for f in getattr(report, "findings", ()) if f.kind == "timeout"), None)
+    def echo(line: str) -> None:
+        console.print(Text.assemble((f"{name}| ", "dim"), line), soft_wrap=True)
+
+    return echo
+
+
+def stop_message(report: object) -> Optional[Text]:
+    """The error line of a run that stopped early, or None: 'timed out after N s in the <stage> stage at file:line'
+    (exit 4) with the target's stack, or 'the target ended the run with sys.exit(3) in the load stage at file:line'
+    (exit 2). When no code of the target was running there is no stack to show: the finding's hint says why."""
+    findings = getattr(report, "findings", ())
+    found = next((f for f in findings if f.kind == "timeout"), None)
     if found is None:
-        return None
+        exited = next((f for f in findings if f.kind == "target_exit"), None)
+        return None if exited is None else error_line("error", f"{exited.message} (exit 2)")
     d = found.details
     at = f" at {found.file}:{found.line}" if found.file else ""
     text = error_line("error", f"timed out after {d.timeout_s:g} s in the {d.stage} stage{at} (--timeout; exit 4)")

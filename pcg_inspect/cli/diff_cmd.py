@@ -6,8 +6,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT, UsageError
-from ._utils import Debug, JsonOut, consoles, guarded, make_console, timeout_message, trace_options, with_trace_options
+from ..errors import EXIT_OK, EXIT_PROBLEMS, UsageError
+from ._utils import Debug, JsonOut, consoles, guarded, make_console, stop_message, trace_options, with_trace_options
 
 
 @with_trace_options(after="show_all")
@@ -39,11 +39,12 @@ def diff(
         import json
         import sys
 
-        from .. import launch
+        from .. import run as runner
         from .._io import check_writable, write_atomic
         from ..diff import diff as diff_reports
         from ..diff import parse_fail_on
         from ..render.diffview import markdown, render
+        from ..report import exit_code
 
         if fmt not in ("text", "markdown", "json"):
             raise UsageError(f"--format must be text, markdown or json, got {fmt!r}")
@@ -53,7 +54,7 @@ def diff(
         if json_out and json_out != "-":
             check_writable(json_out, "--json")
         opts = trace_options("", shared)
-        side_a, side_b = launch.side(a, opts), launch.side(b, opts)
+        side_a, side_b = runner.side(a, opts), runner.side(b, opts)
         result = diff_reports(side_a, side_b, fail, time_threshold)
         text = json.dumps(result.to_dict(), indent=2) + "\n"
         json_on_stdout = json_out == "-" or fmt == "json"
@@ -66,11 +67,11 @@ def diff(
             (sys.stderr if json_on_stdout else sys.stdout).write(markdown(result))
         elif fmt == "text":
             view.print(render(result, show_all))
-        stopped = [m for m in (timeout_message(side_a), timeout_message(side_b)) if m is not None]
-        for message in stopped:
+        stopped = [(m, exit_code(s)) for s in (side_a, side_b) if (m := stop_message(s)) is not None]
+        for message, _ in stopped:
             make_console(stderr=True).print(message)
         if stopped:
-            return EXIT_TIMEOUT  # a side that did not finish is not a comparison
+            return max(code for _, code in stopped)  # a side that did not finish is not a comparison (4 timeout, 2 exit)
         return EXIT_PROBLEMS if result.regressed else EXIT_OK
 
     raise typer.Exit(guarded(debug, body))

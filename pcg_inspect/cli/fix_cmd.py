@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._utils import Debug, guarded, make_console, timeout_message, trace_options, with_trace_options
+from ._utils import Debug, guarded, make_console, stop_message, trace_options, with_trace_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,7 +32,8 @@ def fix(
         import dataclasses
 
         from ..diff import diff as diff_reports
-        from ..errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT
+        from ..errors import EXIT_OK, EXIT_PROBLEMS
+        from ..report import exit_code
         from ..fix import run_fix
         from ..render.console import verdict
         from ..render.diffview import render as render_diff
@@ -55,10 +56,10 @@ def fix(
                            style="dim"))
         out.print(verdict(final))
         for report in (result.before, result.after):
-            stopped = timeout_message(report) if report is not None else None
+            stopped = stop_message(report) if report is not None else None
             if stopped is not None:
                 err.print(stopped)
-                return EXIT_TIMEOUT
+                return exit_code(report)
         return EXIT_OK if final.capturable else EXIT_PROBLEMS
 
     raise typer.Exit(guarded(debug, body))

@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from ..errors import UsageError
-from ._utils import Debug, JsonOut, Quiet, consoles, guarded, timeout_message, trace_options, with_trace_options
+from ._utils import Debug, JsonOut, Quiet, consoles, guarded, stop_message, target_echo, trace_options, with_trace_options
 
 Detail = Annotated[str, typer.Option("--detail", metavar="MODE", help="Picture detail: nodes, pieces or auto (pieces above 400 nodes).")]
 
@@ -32,7 +32,7 @@ def trace(
     """
 
     def body() -> int:
-        from .. import launch
+        from .. import run as runner
         from ..report import exit_code
         from ..render.console import render, verdict
 
@@ -41,16 +41,17 @@ def trace(
             raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
         _check_outputs(json_out, out, html)
         view, err = consoles(json_out == "-")
+        echo = target_echo(opts.target, err, quiet)
         if quiet or not err.is_terminal:
-            report = launch.trace(opts)
+            report = runner.trace(opts, echo=echo)
         else:
             with err.status("tracing…") as status:
-                report = launch.trace(opts, progress=lambda msg: status.update(Text(msg)))
+                report = runner.trace(opts, progress=lambda msg: status.update(Text(msg)), echo=echo)
         note = _write_outputs(report, json_out, out, html, detail)
         view.print(verdict(report) if quiet else render(report))
         if note:
             err.print(f"note: {note}", markup=False)
-        stopped = timeout_message(report)
+        stopped = stop_message(report)
         if stopped is not None:
             err.print(stopped)
         return exit_code(report)

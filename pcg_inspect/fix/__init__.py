@@ -73,11 +73,11 @@ def run_fix(options: TraceOptions, write: bool = False, progress: Optional[Calla
     Raises:
         UsageError: not a file target, or the files changed since the trace (``write``).
     """
-    from .. import launch
+    from .. import run as runner
 
     target_file, factory = _file_target(options.target)
     started = time.time()
-    before = launch.trace(options, progress)
+    before = runner.trace(options, progress)
     changes, left = plan(before, target_file)
     texts, fixed, unfixable = apply(changes)
     left += unfixable
@@ -135,6 +135,7 @@ _DECISIONS = {
                        "the wrapper shown by `trace` after checking them against the kernel",
     "target_error": "the target itself fails (eagerly): fix the bug or the inputs first",
     "timeout": "the target does not finish: fix the loop or the wait",
+    "target_exit": "the target ends the process (sys.exit, os._exit, a signal): make it return or raise instead",
     "other": "see the graph-break page for this type",
 }
 _SYNC_DECISIONS = {
@@ -311,14 +312,14 @@ _NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.pyc", ".git", ".venv", "v
 
 def _trace_patched(target_file: Path, factory: str, texts: dict[str, str], options: TraceOptions) -> Report:
     """The patched target, traced in a temporary copy of its folder, in a child process."""
-    from .. import launch
+    from .. import run as runner
 
     with tempfile.TemporaryDirectory(prefix="pcg-inspect-fix-") as tmp:
         copy = Path(tmp) / target_file.parent.name
         shutil.copytree(target_file.parent, copy, ignore=_NOT_SOURCE)
         for file, text in texts.items():
             (copy / Path(file).relative_to(target_file.parent)).write_text(text, encoding="utf-8")
-        report = launch.run_in_child(replace(options, target=f"{copy / target_file.name}:{factory}"))
+        report = runner.run_child(replace(options, target=f"{copy / target_file.name}:{factory}"))
         return _relocated(report, str(copy), str(target_file.parent))
 
 

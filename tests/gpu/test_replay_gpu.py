@@ -1,6 +1,6 @@
 """GPU replay with real CUDA graphs (skipped without CUDA). Run on the H100 through the device tool.
 
-Every run goes through ``launch.trace`` (the GPU worker a user's ``trace --device cuda`` uses), so a
+Every run goes through ``runner.trace`` (the GPU worker a user's ``trace --device cuda`` uses), so a
 capture that leaves a sticky CUDA error costs that worker only. Each test prints one summary line
 (``GPU|target|...``) for the issue notes.
 """
@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import EXAMPLES, TARGETS, marker_line
-from pcg_inspect import launch
+from pcg_inspect import run as runner
 from pcg_inspect.options import TraceOptions
 
 pytestmark = pytest.mark.gpu
@@ -20,7 +20,7 @@ ENGINE = str(TARGETS / "engine.py")
 
 
 def _run(spec, sizes=(1, 8, 64, 512), isolate=False, **kw):
-    report = launch.trace(TraceOptions(target=spec, capture_sizes=sizes, device="cuda", isolate=isolate, **kw))
+    report = runner.trace(TraceOptions(target=spec, capture_sizes=sizes, device="cuda", isolate=isolate, **kw))
     rp = report.replay
     pieces = [(s.capture_size, [(p.index, p.status) for p in s.pieces]) for s in rp.sizes] if rp else []
     print(f"GPU|{spec.rsplit('/', 1)[-1]}|verdict={'CAPTURABLE' if report.capturable else 'NOT CAPTURABLE'}|"
@@ -155,7 +155,7 @@ def test_tensor_parallel_on_two_gpus(tmp_path):
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
-    report = launch.trace(TraceOptions(target=f"{EXAMPLES / 'tp' / 'layer.py'}:make", capture_sizes=(1, 8, 64),
+    report = runner.trace(TraceOptions(target=f"{EXAMPLES / 'tp' / 'layer.py'}:make", capture_sizes=(1, 8, 64),
                                        device="cuda", nproc=2))
     print(f"GPU|tp/layer.py nproc=2|{[(r.environment.rank, r.replay.mode, r.replay.status) for r in report.ranks]}")
     assert [r.replay.mode for r in report.ranks] == ["cuda-graph", "cuda-graph"]

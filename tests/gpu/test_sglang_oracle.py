@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, ROOT, TARGETS
-from pcg_inspect import launch
+from pcg_inspect import run as runner
 from pcg_inspect.options import TraceOptions
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(importlib.util.find_spec("sglang") is None, reason="needs sglang 0.5.23")]
@@ -48,7 +48,7 @@ def _sglang(spec, sizes, split_ops):
 
 @pytest.mark.parametrize("spec, sizes", TARGETS_AND_SIZES, ids=[f"{Path(s.split(':')[0]).stem}:{s.split(':')[1]}" for s, _ in TARGETS_AND_SIZES])
 def test_our_capture_status_and_pieces_are_sglangs(spec, sizes):
-    ours = launch.trace(TraceOptions(target=spec, capture_sizes=sizes, device="cuda", use_sglang_split_ops=False))
+    ours = runner.trace(TraceOptions(target=spec, capture_sizes=sizes, device="cuda", use_sglang_split_ops=False))
     theirs = _sglang(spec, sizes, list(ours.split_ops))
     name = spec.rsplit("/", 1)[-1]
     if not theirs["status"] and theirs["error"]:  # sglang died before any capture (a fullgraph=True compile error)

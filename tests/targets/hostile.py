@@ -74,3 +74,99 @@ def make_exit_factory(tokens: int = 8):
 
 def make_raises_markup(tokens: int = 8):
     raise FileNotFoundError("no checkpoint at [/data/ckpt]")  # MARK:raises_markup
+
+
+# ---- targets that try to take the process with them (issue: the target is hostile) ----------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+
+
+def _note_pid():
+    """Tell the test which processes the target made (it checks that none outlives the run)."""
+    path = os.environ.get("PCG_TEST_PIDS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+
+def make_os_exit_factory(tokens: int = 8):
+    os._exit(0)  # MARK:os_exit_factory
+
+
+class OsExits(nn.Module):
+    def forward(self, x):
+        os._exit(7)  # MARK:os_exit_forward
+
+
+make_os_exit_forward = _make(OsExits)
+
+
+class Segfaults(nn.Module):
+    def forward(self, x):
+        os.kill(os.getpid(), signal.SIGSEGV)  # MARK:segv
+        return x
+
+
+make_segv = _make(Segfaults)
+
+
+class LeavesThread(nn.Module):
+    """Starts a non-daemon thread that never ends (a watchdog, a prefetcher)."""
+
+    def forward(self, x):
+        if not getattr(self, "_started", False):
+            self._started = True
+            threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
+        return x * 2
+
+
+make_thread = _make(LeavesThread)
+
+
+class Forks(nn.Module):
+    """Forks at every call and carries on in both processes (a helper that forgot to exit its child)."""
+
+    @torch.compiler.disable
+    def _fork(self):
+        if os.fork() == 0:
+            _note_pid()
+
+    def forward(self, x):
+        self._fork()
+        return x * 2
+
+
+make_fork_forward = _make(Forks)
+
+
+def make_fork_factory(tokens: int = 8):
+    if os.fork() == 0:
+        _note_pid()
+        time.sleep(3600)  # a forked helper that lingers
+    return Printer(), (torch.randn(tokens, 8),)
+
+
+class SwallowsForever(nn.Module):
+    """A retry loop that catches everything, our timeout included, every time."""
+
+    def forward(self, x):
+        while True:
+            try:
+                time.sleep(0.2)  # MARK:swallow_forever
+            except BaseException:
+                pass
+
+
+make_swallow_forever = _make(SwallowsForever)
+
+
+class SleepsWithPid(nn.Module):
+    def forward(self, x):
+        _note_pid()
+        time.sleep(3600)
+        return x
+
+
+make_sleep_pid = _make(SleepsWithPid)

@@ -1,0 +1,75 @@
+"""What the parent asks a child to do, and the files a child answers with: one typed record each way.
+
+The request travels as one JSON file (``request.json`` in the child's folder); the answer is files in
+that folder, named here once. Progress and stage changes travel on a pipe of their own (fd
+``PROTO_FD_ENV``), so nothing the target prints can be mistaken for them. Torch is not imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..options import Bisect, TraceOptions
+
+PROTO_FD_ENV = "PCG_INSPECT_PROTO_FD"
+"""The fd a child writes its protocol lines to: ``progress\\t<text>`` and ``stage\\t<name>``."""
+
+ROLES = ("trace", "bisect", "rank", "reference")
+
+
+class Answer:
+    """The files a child writes in its folder (the parent reads them; nothing else crosses)."""
+
+    REPORT = "report.json"
+    """The finished report."""
+    CHECKPOINT = "checkpoint.json"
+    """The report so far, written before replay (a crash or kill in replay still leaves the trace's findings)."""
+    ERROR = "error.json"
+    """{"kind": usage|target|report|internal, "message", "traceback"}: a typed error instead of a report."""
+    EXIT = "exit.json"
+    """{"code", "how", "stack"}: the target called os._exit (written just before the process ends)."""
+    CRASH = "crash.txt"
+    """faulthandler's dump when a fatal signal (segfault, abort) ended the process."""
+    STUCK = "stuck.txt"
+    """faulthandler's dump of every thread, taken shortly after the deadline (where a stuck child was)."""
+    OUTPUT = "output.pt"
+    """A rank's eager output (for the single-rank reference)."""
+    FINDINGS = "findings.json"
+    """The reference's tp_mismatch findings."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One child's job."""
+
+    role: str
+    """trace (the whole pipeline) | bisect (continue a capture-failure search) | rank (one TP rank) | reference."""
+    options: TraceOptions
+    tool_version: str
+    deadline: float = 0.0
+    """Wall-clock time (``time.time()``) by which the whole run must end; 0: no limit. One deadline for every child."""
+    rank: int = 0
+    world_size: int = 1
+    port: int = 0
+    """The rendezvous port of the ranks (``role == "rank"``)."""
+    bisect: Optional[Bisect] = None
+    outputs: tuple[str, ...] = field(default_factory=tuple)
+    """The ranks' saved outputs (``role == "reference"``)."""
+
+    def save(self, folder: Path) -> None:
+        data = {"role": self.role, "options": self.options.to_dict(), "tool_version": self.tool_version,
+                "deadline": self.deadline, "rank": self.rank, "world_size": self.world_size, "port": self.port,
+                "bisect": None if self.bisect is None else self.bisect.__dict__, "outputs": list(self.outputs)}
+        (folder / "request.json").write_text(json.dumps(data), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> "Request":
+        data: dict[str, Any] = json.loads((folder / "request.json").read_text(encoding="utf-8"))
+        bisect = data.get("bisect")
+        return cls(role=data["role"], options=TraceOptions.from_dict(data["options"]), tool_version=data["tool_version"],
+                   deadline=float(data.get("deadline") or 0.0), rank=int(data.get("rank", 0)),
+                   world_size=int(data.get("world_size", 1)), port=int(data.get("port", 0)),
+                   bisect=Bisect(**bisect) if bisect else None, outputs=tuple(data.get("outputs", ())))
