@@ -54,7 +54,7 @@ def diff(
         if json_out and json_out != "-":
             check_writable(json_out, "--json")
         opts = trace_options("", shared)
-        side_a, side_b = runner.side(a, opts), runner.side(b, opts)
+        side_a, side_b = runner.sides(a, b, opts)
         result = diff_reports(side_a, side_b, fail, time_threshold)
         text = json.dumps(result.to_dict(), indent=2) + "\n"
         json_on_stdout = json_out == "-" or fmt == "json"

@@ -43,19 +43,22 @@ def deadline_of(options: TraceOptions) -> float:
     return time.time() + options.timeout_s if options.timeout_s > 0 else 0.0
 
 
-def trace(options: TraceOptions, progress: Optional[Progress] = None, echo: Optional[Echo] = None) -> Report:
+def trace(options: TraceOptions, progress: Optional[Progress] = None, echo: Optional[Echo] = None,
+          deadline: Optional[float] = None) -> Report:
     """Run the pipeline for ``options`` in supervised children and return its report.
 
     Args:
         options: the run (validated here).
         progress: called with a short line per step.
         echo: called with each line the target (and torch) printed; None: written to stderr as is.
+        deadline: the wall-clock end of a larger run this one belongs to (``diff``'s two sides); default:
+            ``options.timeout_s`` from now.
     Raises:
         UsageError, TargetError: bad options or a target that cannot be loaded (from a child too).
     """
     options.validate()
     check(options)
-    deadline = deadline_of(options)
+    deadline = deadline_of(options) if deadline is None else deadline
     if options.nproc > 1:
         return _run_ranks(options, progress, echo, deadline)
     return run_child(options, progress, echo, deadline)
@@ -69,15 +72,22 @@ def trace_object(obj: Any, args: Any, kwargs: Any, options: TraceOptions, progre
     return pipeline(options, progress, RunContext(), None, (obj, args, kwargs)).report
 
 
-def side(spec: str, options: TraceOptions, echo: Optional[Echo] = None) -> Report:
-    """One side of ``diff``: a report file, or a target traced in a child with ``options`` (all of them).
+def sides(a: str, b: str, options: TraceOptions, echo: Optional[Echo] = None) -> tuple[Report, Report]:
+    """The two sides of ``diff`` under one deadline: each a report file, or a target traced in children with
+    ``options`` (all of them, ranks included).
 
     Two versions of one file register the same custom-op names, which one process cannot hold,
-    so every traced side gets its own process.
+    so every traced side gets its own processes.
     """
+    deadline = deadline_of(options)
+    return side(a, options, echo, deadline), side(b, options, echo, deadline)
+
+
+def side(spec: str, options: TraceOptions, echo: Optional[Echo] = None, deadline: Optional[float] = None) -> Report:
+    """One side of ``diff``: a report file, or a target traced (see ``sides``)."""
     if spec.endswith(".json") or (os.path.isfile(spec) and ":" not in os.path.basename(spec)):
         return load_report(spec)
-    return trace(replace(options, target=spec, nproc=1), None, echo)
+    return trace(replace(options, target=spec), None, echo, deadline)
 
 
 def run_child(options: TraceOptions, progress: Optional[Progress] = None, echo: Optional[Echo] = None,
