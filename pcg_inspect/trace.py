@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import _torch_compat as compat
-from .frames import is_user_file
 from .load import Call, Target, tensor_at
 
 DYNAMIC_MODES = ("maybe", "unbacked", "static")
@@ -101,7 +100,7 @@ def trace(
                 if on_progress:
                     on_progress(f"tracing at {call.tokens} tokens" if call.tokens else "tracing")
                 _mark(call, dynamic)
-                _call_size(rec, compiled, call, calls_per_size, events, target.roots)
+                _call_size(rec, compiled, call, calls_per_size, events)
     finally:
         compat.reset()  # drop Dynamo's references to the module and its caches
     return TraceResult(
@@ -109,7 +108,7 @@ def trace(
     )
 
 
-def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int, events: Any, roots: Any) -> None:
+def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int, events: Any) -> None:
     import torch
 
     for i in range(calls_per_size):
