@@ -153,10 +153,11 @@ def _run_ranks(options: TraceOptions, progress: Optional[Progress], echo: Option
         if progress:
             progress(f"tracing {n} ranks")
         base_echo = _echo(echo)
-        ranks = [supervise.start(Path(tmp) / f"rank{r}", Request("rank", options, __version__, deadline, rank=r, world_size=n,
-                                                                  port=port),
-                                 _prefixed(progress, f"rank {r}: "), lambda line, r=r: base_echo(f"[rank {r}] {line}"))
-                 for r in range(n)]
+        ranks = supervise.start_all([
+            lambda r=r: supervise.start(Path(tmp) / f"rank{r}", Request("rank", options, __version__, deadline, rank=r,
+                                                                        world_size=n, port=port),
+                                        _prefixed(progress, f"rank {r}: "), lambda line: base_echo(f"[rank {r}] {line}"))
+            for r in range(n)])
         late = supervise.wait(ranks, deadline)
         reports, errors = _rank_results(ranks, late, options, roots)
         mismatches: list[Finding] = []

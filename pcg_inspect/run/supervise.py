@@ -62,12 +62,13 @@ def start(folder: Path, request: Request, progress: Optional[Progress] = None, e
     request.save(folder)
     proto_r, proto_w = os.pipe()
     env = dict(os.environ, PYTHONUNBUFFERED="1", **NO_MULTICAST, **{PROTO_FD_ENV: str(proto_w)})
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "pcg_inspect.run.worker", str(folder)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                pass_fds=(proto_w,))
-    finally:
-        os.close(proto_w)
+    with _no_interrupts():  # a Ctrl-C between Popen and the caller holding the child would orphan it
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "pcg_inspect.run.worker", str(folder)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, pass_fds=(proto_w,))
+        finally:
+            os.close(proto_w)
     child = Child(folder, proc, label)
     child.readers = [threading.Thread(target=_read_protocol, args=(child, proto_r, progress), daemon=True),
                      threading.Thread(target=_read_output, args=(child, echo), daemon=True)]
@@ -93,6 +94,20 @@ def _read_output(child: Child, echo: Optional[Echo]) -> None:
         child.lines = (child.lines + [line])[-200:]
         if echo is not None and line.strip():
             echo(line)
+
+
+def start_all(starts: Sequence[Callable[[], Child]]) -> list[Child]:
+    """Start several children; if starting one fails (or Ctrl-C comes), the ones already started are stopped."""
+    started: list[Child] = []
+    try:
+        for make in starts:
+            started.append(make())
+    except BaseException:
+        with _no_interrupts():
+            for c in started:
+                stop(c)
+        raise
+    return started
 
 
 def wait(children: Sequence[Child], deadline: float) -> list[int]:
@@ -154,16 +169,17 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 class _no_interrupts:
-    """Hold Ctrl-C while children are being stopped (a second Ctrl-C must not leave them running)."""
+    """Hold Ctrl-C while children are started or stopped (it is delivered when the block ends: a child is
+    never left running unseen, and a second Ctrl-C cannot interrupt the stopping)."""
 
     def __enter__(self) -> None:
         self.old: Any = None
-        if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
+            self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
     def __exit__(self, *exc: Any) -> None:
         if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
 
 
 # ---------------------------------------------------------------- what a child left
