@@ -7,13 +7,11 @@ process for the API's live objects) and owns every child. Stages are called in o
 from __future__ import annotations
 
 import contextlib
-import platform
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from . import __version__
 from .deadline import shielded
 from .errors import TraceTimeout, UsageError
 from .options import RunContext, TraceOptions
@@ -185,12 +183,9 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
     findings = (a.findings if a else ()) + state.replay_findings + extra
     target = state.target
     sizes = tuple(c.tokens for c in target.calls if c.tokens is not None) if target else options.capture_sizes
-    env = Environment(
-        tool_version=__version__, torch_version=state.torch_version, python_version=platform.python_version(),
-        platform=f"{platform.system()} {platform.machine()}", device=_device_name(options.device),
-        dtype=options.dtype or "as built", command=options.command, target=options.target, capture_sizes=sizes,
-        dynamic=options.dynamic, sglang_version=state.sglang_version, world_size=state.context.world_size,
-        rank=state.context.rank,
+    env = Environment.of_run(
+        options, torch_version=state.torch_version, device=_device_name(options.device), capture_sizes=sizes,
+        sglang_version=state.sglang_version, world_size=state.context.world_size, rank=state.context.rank,
     )
     breaks, graphs, pieces = (a.graph_breaks if a else ()), (cut.graphs if cut else ()), (cut.pieces if cut else ())
     recompiles = a.recompiles if a else ()

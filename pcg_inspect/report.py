@@ -17,6 +17,9 @@ from .details import DETAILS_BY_KIND, CaptureDetails, Details, TargetExitDetails
 from .frames import Frame
 from .errors import ReportError
 
+if typing.TYPE_CHECKING:
+    from .options import TraceOptions
+
 SCHEMA_VERSION = "2"
 """2: typed finding details, the verdict decided from breaks, error findings and replay."""
 
@@ -297,6 +300,20 @@ class Environment:
     """Ranks traced (--nproc)."""
     rank: int = 0
     """This report's rank (0 for the merged report)."""
+
+    @classmethod
+    def of_run(cls, options: "TraceOptions", **measured: Any) -> "Environment":
+        """The environment of a run of ``options``: what the options say, this interpreter and platform, and what
+        the run measured (``torch_version``, ``device`` as named by torch, ``capture_sizes`` actually used, ...)."""
+        import platform
+
+        from . import __version__
+
+        base = dict(tool_version=__version__, torch_version="", python_version=platform.python_version(),
+                    platform=f"{platform.system()} {platform.machine()}", device=options.device,
+                    dtype=options.dtype or "as built", command=options.command, target=options.target,
+                    capture_sizes=options.capture_sizes, dynamic=options.dynamic)
+        return cls(**{**base, **measured})
 
 
 @dataclass(frozen=True)

@@ -60,16 +60,15 @@ class Request:
     """The ranks' saved outputs (``role == "reference"``)."""
 
     def save(self, folder: Path) -> None:
-        data = {"role": self.role, "options": self.options.to_dict(), "tool_version": self.tool_version,
-                "deadline": self.deadline, "rank": self.rank, "world_size": self.world_size, "port": self.port,
-                "bisect": None if self.bisect is None else self.bisect.__dict__, "outputs": list(self.outputs)}
-        (folder / "request.json").write_text(json.dumps(data), encoding="utf-8")
+        """``request.json`` in ``folder``, through the report's serialiser (one JSON form for every record)."""
+        from ..report import to_jsonable
+
+        (folder / "request.json").write_text(json.dumps(to_jsonable(self)), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> "Request":
-        data: dict[str, Any] = json.loads((folder / "request.json").read_text(encoding="utf-8"))
-        bisect = data.get("bisect")
-        return cls(role=data["role"], options=TraceOptions.from_dict(data["options"]), tool_version=data["tool_version"],
-                   deadline=float(data.get("deadline") or 0.0), rank=int(data.get("rank", 0)),
-                   world_size=int(data.get("world_size", 1)), port=int(data.get("port", 0)),
-                   bisect=Bisect(**bisect) if bisect else None, outputs=tuple(data.get("outputs", ())))
+        """The inverse of ``save``."""
+        from ..report import from_jsonable
+
+        data: Any = json.loads((folder / "request.json").read_text(encoding="utf-8"))
+        return from_jsonable(cls, data)

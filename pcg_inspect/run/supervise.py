@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .. import __version__
 from ..errors import ReportError, TargetError, UsageError
 from ..options import TraceOptions
 from ..report import SCHEMA_VERSION, Environment, Finding, Replay, Report, build_summary, load_report, with_summary
@@ -270,13 +269,7 @@ class ChildBug(RuntimeError):
 
 def empty_report(options: TraceOptions, findings: tuple[Finding, ...] = ()) -> Report:
     """A report with nothing traced (a run that stopped before its first checkpoint)."""
-    import platform
-
-    env = Environment(tool_version=__version__, torch_version="", python_version=platform.python_version(),
-                      platform=f"{platform.system()} {platform.machine()}", device=options.device,
-                      dtype=options.dtype or "as built", command=options.command, target=options.target,
-                      capture_sizes=options.capture_sizes, dynamic=options.dynamic)
-    return Report(SCHEMA_VERSION, env, build_summary((), (), findings, (), (), None), (), findings, (), (), (), (), ())
+    return Report(SCHEMA_VERSION, Environment.of_run(options), build_summary((), (), findings, (), (), None), (), findings, (), (), (), (), ())
 
 
 def last_error_line(lines: Sequence[str]) -> str:

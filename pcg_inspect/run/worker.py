@@ -28,6 +28,8 @@ STACK_AFTER_S = 2.0
 """How long after the deadline every thread's stack is dumped (the parent stops the child a little later)."""
 
 _MAIN_PID = os.getpid()
+_REAL_EXIT = os._exit
+"""``os._exit`` as Python made it (the target's calls go through ``_record_os_exit``'s wrapper)."""
 _OWN_DIR = str(Path(__file__).resolve().parents[1])
 
 
@@ -130,8 +132,6 @@ def _answer_error(out: Path, exc: BaseException) -> None:
 
 def _record_os_exit(out: Path, proto: _Protocol) -> None:
     """Wrap ``os._exit`` so a target that calls it leaves its code and stack behind (the call itself is unchanged)."""
-    real_exit = os._exit
-
     def _exit(code: int) -> NoReturn:
         if os.getpid() == _MAIN_PID:
             stack = traceback.extract_stack()[:-1]
@@ -141,14 +141,9 @@ def _record_os_exit(out: Path, proto: _Protocol) -> None:
                     "stack": [[f.filename, f.lineno, f.name] for f in stack]}), encoding="utf-8")
             except OSError:
                 pass
-        real_exit(code)
+        _REAL_EXIT(code)
 
     os._exit = _exit  # type: ignore[assignment]
-    global _real_exit
-    _real_exit = real_exit
-
-
-_real_exit: Callable[[int], NoReturn] = os._exit
 
 
 def _end(code: int) -> NoReturn:
@@ -158,7 +153,7 @@ def _end(code: int) -> NoReturn:
             stream.flush()
         except Exception:  # noqa: BLE001
             pass
-    _real_exit(code)
+    _REAL_EXIT(code)
 
 
 def _contain_fork() -> None:
