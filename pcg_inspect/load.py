@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import TargetError, UsageError, one_line
-from .options import FLOAT_DTYPES, ModelOptions
+from .errors import TargetError, one_line
+from .options import FLOAT_DTYPES, ModelOptions, OptionError
 
 
 @dataclass
@@ -78,10 +78,7 @@ def load(
     if models.is_model_spec(spec):
         factory, model_split_ops = models.make_factory(spec, model_options or ModelOptions(), world_size)
         roots = _transformers_roots()
-    else:
-        if model_options is not None and not model_options.is_default():
-            raise UsageError("--layers, --num-layers, --attn and --override apply to model targets only, "
-                             f"not to {spec!r} (a file:factory target builds its own module)")
+    else:  # model options on a file target were refused before the run (run.precheck)
         mod, factory, roots = _factory_of(spec)
         model_split_ops = ()
     split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ()) + tuple(model_split_ops)
@@ -349,7 +346,7 @@ def _torch_dtype(name: str) -> Any:
     import torch
 
     if name not in FLOAT_DTYPES:
-        raise UsageError(f"--dtype must be a floating type: float32, bfloat16 or float16 (got {name!r})")
+        raise OptionError("dtype", f"must be a floating type: float32, bfloat16 or float16 (got {name!r})")
     return getattr(torch, FLOAT_DTYPES[name])
 
 

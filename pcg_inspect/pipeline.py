@@ -111,12 +111,12 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
         say(f"{what} {options.target} on {options.device} ({options.dtype or 'as built'})")
         if state.target_object is not None:
             obj, args, kwargs = state.target_object
-            state.target = load.load_object(obj, args, kwargs, options.capture_sizes, options.device, options.torch_dtype_name)
+            state.target = load.load_object(obj, args, kwargs, options.sizes, options.device, options.torch_dtype_name)
         else:
-            state.target = load.load(options.target, options.capture_sizes, options.device, options.torch_dtype_name,
+            state.target = load.load(options.target, options.sizes, options.device, options.torch_dtype_name,
                                      options.model, state.context.rank, state.context.world_size)
     ops, state.sglang_version, warnings = split_stage.resolve_split_ops(
-        options.split_ops, state.target.split_ops, options.use_sglang_split_ops)
+        options.split_ops, state.target.split_ops, options.sglang_split_ops)
     state.split_ops, state.warnings = tuple(ops), list(warnings)
     if state.target.fixed_inputs:
         state.warnings.append(f"the factory takes no `tokens`: traced, observed and replayed at its inputs' own size "
@@ -182,7 +182,7 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
     a, cut, options = state.analysis, state.cut, state.options
     findings = (a.findings if a else ()) + state.replay_findings + extra
     target = state.target
-    sizes = tuple(c.tokens for c in target.calls if c.tokens is not None) if target else options.capture_sizes
+    sizes = tuple(c.tokens for c in target.calls if c.tokens is not None) if target else options.sizes
     env = Environment.of_run(
         options, torch_version=state.torch_version, device=_device_name(options.device), capture_sizes=sizes,
         sglang_version=state.sglang_version, world_size=state.context.world_size, rank=state.context.rank,
@@ -209,7 +209,7 @@ def _timeout_finding(state: _State, exc: TraceTimeout) -> Finding:
 
     seen = list(exc.stack) or traceback.extract_tb(exc.__traceback__)  # the stack when time ran out
     frames = [(f.filename, int(f.lineno or 0), f.name) for f in seen]
-    return timeout_finding(state.options.timeout_s, state.stage, frames, _roots(state))
+    return timeout_finding(state.options.timeout, state.stage, frames, _roots(state))
 
 
 def _exit_finding(state: _State, exc: SystemExit) -> Finding:

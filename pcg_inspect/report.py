@@ -312,7 +312,7 @@ class Environment:
         base = dict(tool_version=__version__, torch_version="", python_version=platform.python_version(),
                     platform=f"{platform.system()} {platform.machine()}", device=options.device,
                     dtype=options.dtype or "as built", command=options.command, target=options.target,
-                    capture_sizes=options.capture_sizes, dynamic=options.dynamic)
+                    capture_sizes=options.sizes, dynamic=options.dynamic)
         return cls(**{**base, **measured})
 
 

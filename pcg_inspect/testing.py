@@ -10,7 +10,8 @@
 
 ``pytest --pcg-update-baseline`` (or ``PCG_INSPECT_UPDATE_BASELINE=1``) rewrites the baselines
 instead of comparing. The ``pcg_inspect`` fixture gives the same functions with the session's
-defaults (``pcg_inspect_sizes`` / ``pcg_inspect_device`` in the pytest ini). Importing this module
+defaults (``pcg_inspect_<option>`` in the pytest ini, e.g. ``pcg_inspect_sizes = 1,8``, ``pcg_inspect_timeout = 120``;
+one key per ``TraceOptions`` option, see ``ini_keys``). Importing this module
 imports neither torch nor the CLI.
 """
 
@@ -142,8 +143,8 @@ def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("pcg-inspect")
     group.addoption("--pcg-update-baseline", action="store_true", default=False,
                     help="pcg-inspect: rewrite assert_no_regression baselines instead of comparing.")
-    parser.addini("pcg_inspect_sizes", "pcg-inspect: default capture sizes, e.g. 1,8,64", default="")
-    parser.addini("pcg_inspect_device", "pcg-inspect: default device (cpu or cuda)", default="")
+    for name, help_text in ini_keys().items():
+        parser.addini(name, help_text, default="")
 
 
 try:
@@ -167,14 +168,26 @@ def pytest_configure(config: Any) -> None:
         os.environ[UPDATE_ENV] = "1"  # the plain functions read it too
 
 
+INI_PREFIX = "pcg_inspect_"
+
+
+def ini_keys() -> dict[str, str]:
+    """The pytest ini keys, derived from ``TraceOptions``: ``pcg_inspect_<field>`` -> help (same text as the flag)."""
+    from .options import declared
+
+    return {INI_PREFIX + name: (f"pcg-inspect: {name}, true or false (false = {meta.flag}: {meta.help})" if meta.negate
+                                else f"pcg-inspect: default {name} ({meta.flag}): {meta.help}")
+            for name, meta in declared() if meta.ini}
+
+
 def _session(config: Any) -> Session:
+    from .options import ini_value
+
     defaults: dict[str, Any] = {}
-    sizes = config.getini("pcg_inspect_sizes")
-    if sizes:
-        defaults["sizes"] = tuple(int(s) for s in str(sizes).split(","))
-    device = config.getini("pcg_inspect_device")
-    if device:
-        defaults["device"] = device
+    for key in ini_keys():
+        text = config.getini(key)
+        if text:
+            defaults[key[len(INI_PREFIX):]] = ini_value(key[len(INI_PREFIX):], str(text))
     return Session(defaults, bool(config.getoption("--pcg-update-baseline", default=False)))
 
 
@@ -183,7 +196,7 @@ try:  # the fixture, when pytest is there (the plugin is loaded only by pytest a
 
     @pytest.fixture(scope="session")
     def pcg_inspect(pytestconfig: Any) -> Session:
-        """pcg-inspect's helpers with this session's defaults (``pcg_inspect_sizes``, ``pcg_inspect_device``)."""
+        """pcg-inspect's helpers with this session's defaults (the ``pcg_inspect_<option>`` ini keys)."""
         return _session(pytestconfig)
 
 except ImportError:  # pragma: no cover - imported outside pytest

@@ -126,7 +126,7 @@ def reference_findings(options: "TraceOptions", outputs: list[str]) -> list[dict
     from .report import to_jsonable
 
     device = "cuda:0" if options.device.startswith("cuda") else "cpu"  # a full-size layer is slow on a CPU
-    target = load(options.target, options.capture_sizes, device, options.torch_dtype_name, options.model, 0, 1)
+    target = load(options.target, options.sizes, device, options.torch_dtype_name, options.model, 0, 1)
     call = max(target.calls, key=lambda c: c.tokens or 0)
     with torch.no_grad():
         reference = target.module(*call.args, **call.kwargs)

@@ -29,7 +29,7 @@ def traced(spec: str, sizes: tuple = (1, 8), split_ops: tuple = (), dynamic: str
     from pcg_inspect.options import TraceOptions
     from pcg_inspect.pipeline import run as run_trace
 
-    opts = TraceOptions(target=spec, capture_sizes=sizes, split_ops=split_ops, dynamic=dynamic, use_sglang_split_ops=False)
+    opts = TraceOptions(target=spec, sizes=sizes, split_ops=split_ops, dynamic=dynamic, sglang_split_ops=False)
     return run_trace(opts).report
 
 

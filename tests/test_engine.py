@@ -75,7 +75,7 @@ def _raised_at(exc, roots):
 @pytest.mark.parametrize("spec", _specs(), ids=lambda s: f"{Path(s.split(':')[0]).stem}:{s.split(':')[1]}")
 def test_our_graphs_are_the_fullgraph_graphs(spec):
     theirs, exc, target = _fullgraph(spec)
-    ours = run(TraceOptions(target=spec, capture_sizes=(8,), replay=False, observe_ops=False, use_sglang_split_ops=False))
+    ours = run(TraceOptions(target=spec, sizes=(8,), replay=False, observe_ops=False, sglang_split_ops=False))
     if exc is None:
         assert not ours.report.graph_breaks, ours.report.graph_breaks
         assert len(theirs) == 1  # our second call (the capture call) may recompile; the first graph is the one

@@ -93,11 +93,11 @@ def test_generated_fake_impl_compiles_and_removes_the_break(tmp_path):
             return M(), (torch.randn(tokens, 8),)
     '''))
     spec = f"{target}:make"
-    first = run_trace(TraceOptions(target=spec, capture_sizes=(1, 8), replay=False)).report
+    first = run_trace(TraceOptions(target=spec, sizes=(1, 8), replay=False)).report
     assert [b.category for b in first.graph_breaks] == ["missing_fake_impl"]
     fix = next(f.fix for f in first.findings if f.kind == "unregistered_op")
     exec(compile(fix, "<generated fix>", "exec"), {"torch": torch})  # the user pastes it
-    second = run_trace(TraceOptions(target=spec, capture_sizes=(1, 8), replay=False)).report
+    second = run_trace(TraceOptions(target=spec, sizes=(1, 8), replay=False)).report
     assert not second.graph_breaks and not [f for f in second.findings if f.severity == "error"]
     # and fullgraph=True (sglang's setting) compiles, with the eager result
     from pcg_inspect.load import load

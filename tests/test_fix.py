@@ -102,7 +102,7 @@ def test_write_refuses_files_changed_since_the_trace(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fix, "plan", plan_then_edit)
     with pytest.raises(UsageError, match="changed since the trace"):
-        fix.run_fix(TraceOptions(target=f"{target}:make", capture_sizes=(8,)), write=True)
+        fix.run_fix(TraceOptions(target=f"{target}:make", sizes=(8,)), write=True)
     assert target.read_text() == original + "\n# edited meanwhile\n"  # untouched by fix
 
 

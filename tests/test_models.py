@@ -24,7 +24,7 @@ SHRINK = {
 
 
 def _trace(name, sizes=(16, 24, 1), **kw):
-    return run_trace(TraceOptions(target=name, capture_sizes=sizes, model=ModelOptions(overrides=SHRINK[name], **kw))).report
+    return run_trace(TraceOptions(target=name, sizes=sizes, model=ModelOptions(overrides=SHRINK[name], **kw))).report
 
 
 @pytest.mark.parametrize("name", sorted(SHRINK))
@@ -53,7 +53,7 @@ def test_split_attention_matches_the_models_own_attention():
 
 
 def test_eager_experts_loop_breaks_at_its_line_in_transformers():
-    r = run_trace(TraceOptions(target="qwen3-30b-a3b", capture_sizes=(16, 8), replay=False,
+    r = run_trace(TraceOptions(target="qwen3-30b-a3b", sizes=(16, 8), replay=False,
                                model=ModelOptions(overrides=SHRINK["qwen3-30b-a3b"] + ("_experts_implementation=eager",)))).report
     assert r.graph_breaks
     assert all(b.file.endswith("modeling_qwen3_moe.py") for b in r.graph_breaks)
@@ -63,7 +63,7 @@ def test_eager_experts_loop_breaks_at_its_line_in_transformers():
 def test_two_layers_and_whole_model():
     r = _trace("llama3-8b", sizes=(8,), layers="0-1")
     assert sum(p.is_split for p in r.pieces) == 2
-    r = run_trace(TraceOptions(target="llama3-8b", capture_sizes=(8,), model=ModelOptions(num_layers=2, overrides=SHRINK["llama3-8b"]))).report
+    r = run_trace(TraceOptions(target="llama3-8b", sizes=(8,), model=ModelOptions(num_layers=2, overrides=SHRINK["llama3-8b"]))).report
     assert sum(p.is_split for p in r.pieces) == 2 and not r.graph_breaks
 
 

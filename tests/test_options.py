@@ -14,9 +14,9 @@ SHRINK = ("hidden_size=64", "intermediate_size=128", "num_attention_heads=4", "n
 
 
 def test_round_trip_keeps_every_field():
-    opts = TraceOptions(target="llama3-8b", capture_sizes=(16, 2), split_ops=("a::b",), device="cuda:1", dtype="bf16",
-                        dynamic="unbacked", replay=False, isolate=True, use_sglang_split_ops=False, observe_ops=False,
-                        model=ModelOptions("0-1", 0, "sdpa", SHRINK), nproc=2, timeout_s=12.5, command="x")
+    opts = TraceOptions(target="llama3-8b", sizes=(16, 2), split_ops=("a::b",), device="cuda:1", dtype="bf16",
+                        dynamic="unbacked", replay=False, isolate=True, sglang_split_ops=False, observe_ops=False,
+                        model=ModelOptions("0-1", 0, "sdpa", SHRINK), nproc=2, timeout=12.5, command="x")
     data = json.loads(json.dumps(opts.to_dict()))
     assert TraceOptions.from_dict(data) == opts
     # every field differs from its default above, so none can be dropped silently
@@ -30,7 +30,7 @@ def test_diff_sides_are_traced_with_every_option(tmp_path):
     """The bug: diff rebuilt a CLI argv that dropped --override (and rejected model options)."""
     from pcg_inspect import run as runner
 
-    opts = TraceOptions(target="", capture_sizes=(8,), replay=False, model=ModelOptions(overrides=SHRINK))
+    opts = TraceOptions(target="", sizes=(8,), replay=False, model=ModelOptions(overrides=SHRINK))
     report = runner.side("llama3-8b", opts)
     assert report.graphs and any(s.startswith("[1, s") and s.endswith(", 64] f32") or ", 64]" in s for s in report.graphs[0].input_shapes), \
         report.graphs[0].input_shapes
@@ -63,3 +63,61 @@ def test_model_options_on_a_file_target_are_refused():
 
     res = CliRunner().invoke(app, ["trace", f"{TARGETS / 'breaks.py'}:make_clean", "--override", "hidden_size=8"])
     assert res.exit_code == 2 and "apply to model targets only" in res.output
+
+
+def test_cli_api_and_pytest_options_are_derived_from_trace_options_with_the_same_defaults():
+    """One declaration: every option has a flag, an inspect() keyword and (scalars) an ini key, all with one default."""
+    import inspect as pyinspect
+
+    import pcg_inspect
+    from pcg_inspect.cli._utils import TRACE_OPTIONS
+    from pcg_inspect.options import DEFAULT_TIMEOUT_S, declared, defaults
+    from pcg_inspect.testing import INI_PREFIX, ini_keys
+
+    names = [name for name, _ in declared()]
+    base = defaults()
+    assert base["timeout"] == DEFAULT_TIMEOUT_S == 600.0 and base["sizes"] == (1, 8, 64)
+    # the CLI: one option per field, under the field's name; its default, parsed back, is the field's default
+    cli = {p.name: p for p in TRACE_OPTIONS}
+    assert list(cli) == names
+    parsed = TraceOptions.from_flags("x.py:make", {n: p.default for n, p in cli.items()})
+    assert parsed == TraceOptions(target="x.py:make")
+    # the API: the same names with the same defaults
+    api = {p.name: p.default for p in pyinspect.signature(pcg_inspect.inspect).parameters.values()
+           if p.kind is p.KEYWORD_ONLY and p.name not in ("progress", "model")}
+    assert api == base
+    assert TraceOptions.from_api("x.py:make", {}) == TraceOptions(target="x.py:make")
+    assert TraceOptions.from_api("x.py:make", {"timeout": None}).timeout == 600.0
+    # pytest: an ini key per scalar option
+    assert set(ini_keys()) == {INI_PREFIX + n for n, m in declared() if m.ini}
+    assert {"pcg_inspect_sizes", "pcg_inspect_device", "pcg_inspect_timeout", "pcg_inspect_replay"} <= set(ini_keys())
+
+
+def test_option_errors_name_the_field_in_the_api_and_the_flag_in_the_cli():
+    from pcg_inspect.options import OptionError
+
+    with pytest.raises(OptionError, match=r"^dynamic must be maybe"):
+        TraceOptions(target="x.py:make", dynamic="sometimes").validate()
+    with pytest.raises(UsageError, match="did you mean sizes"):
+        TraceOptions.from_api("x.py:make", {"size": (8,)})
+    res = CliRunner().invoke(app, ["trace", "x.py:make", "--dynamic", "sometimes"])
+    assert res.exit_code == 2 and "--dynamic must be maybe" in res.output
+    res = CliRunner().invoke(app, ["trace", "x.py:make", "--tokens", "a"])
+    assert res.exit_code == 2 and "--tokens expects positive integers" in res.output
+
+
+def test_pytest_ini_keys_set_the_session_defaults(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLES
+
+    (tmp_path / "pytest.ini").write_text("[pytest]\npcg_inspect_sizes = 8\npcg_inspect_replay = false\npcg_inspect_timeout = 120\n")
+    (tmp_path / "test_ini.py").write_text(
+        "def test_defaults(pcg_inspect):\n"
+        "    assert pcg_inspect.defaults == {'sizes': (8,), 'replay': False, 'timeout': 120.0}\n"
+        f"    r = pcg_inspect.inspect({str(EXAMPLES / 'nsa_indexer' / 'after.py') + ':make'!r})\n"
+        "    assert r.environment.capture_sizes == (8,) and r.replay is None\n")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:]

@@ -13,7 +13,7 @@ BAD = str(TARGETS / "replay_bad.py")
 
 
 def _replay(spec, sizes=(1, 8)):
-    return run_trace(TraceOptions(target=spec, capture_sizes=sizes)).report
+    return run_trace(TraceOptions(target=spec, sizes=sizes)).report
 
 
 def test_after_example_replays_ok_at_every_size():
@@ -48,7 +48,7 @@ def test_good_control_replays_ok():
 
 
 def test_no_replay_flag_and_broken_targets_skip():
-    r = run_trace(TraceOptions(target=f"{BAD}:make_good", capture_sizes=(8,), replay=False)).report
+    r = run_trace(TraceOptions(target=f"{BAD}:make_good", sizes=(8,), replay=False)).report
     assert r.replay is None and "replay_s" not in r.timings_s
     r = _replay(f"{TARGETS / 'breaks.py'}:make_data_ptr")
     assert r.replay is None and any("replay skipped" in w for w in r.warnings)
@@ -84,7 +84,7 @@ def test_pipeline_in_a_worker_process_gives_the_same_report():
     """The child every GPU run uses (runner.run_in_child), here on the CPU to keep its wiring tested."""
     from pcg_inspect import run as runner
 
-    opts = TraceOptions(target=f"{BAD}:make_good", capture_sizes=(8,))
+    opts = TraceOptions(target=f"{BAD}:make_good", sizes=(8,))
     child = runner.run_child(opts)
     here = run_trace(opts).report
     assert child.replay.status == here.replay.status == "ok"

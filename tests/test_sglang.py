@@ -45,7 +45,7 @@ SPECS = [
 @pytest.mark.parametrize("spec, extra", SPECS, ids=["nsa_after", "stack", "sglang_ops", "llama_2_layers"])
 def test_our_split_equals_sglangs(spec, extra):
     sglang_split = _sglang_split_graph()
-    run = run_trace(TraceOptions(target=spec, capture_sizes=(8,), replay=False, **extra))
+    run = run_trace(TraceOptions(target=spec, sizes=(8,), replay=False, **extra))
     ops = list(run.report.split_ops)
     assert ops
     gm = run.trace.graphs[0].gm
@@ -66,7 +66,7 @@ def test_sglang_registry_feeds_split_ops_and_ops_audit():
 
     from pcg_inspect.cli import app
 
-    run = run_trace(TraceOptions(target=f"{TARGETS / 'sglang_layer.py'}:make", capture_sizes=(8,)))
+    run = run_trace(TraceOptions(target=f"{TARGETS / 'sglang_layer.py'}:make", sizes=(8,)))
     r = run.report
     assert "sglang.pcg_test_attention" in r.split_ops
     assert r.environment.sglang_version
@@ -81,8 +81,8 @@ def test_sglang_registry_feeds_split_ops_and_ops_audit():
 
 
 def test_no_sglang_split_ops_flag():
-    r = run_trace(TraceOptions(target=f"{TARGETS / 'sglang_layer.py'}:make", capture_sizes=(8,),
-                               replay=False, use_sglang_split_ops=False)).report
+    r = run_trace(TraceOptions(target=f"{TARGETS / 'sglang_layer.py'}:make", sizes=(8,),
+                               replay=False, sglang_split_ops=False)).report
     assert "sglang.pcg_test_attention" not in r.split_ops
 
 

@@ -27,7 +27,7 @@ def test_split_op_spellings_all_match(name):
 
     # The stack's SPLIT_OPS would already split; trace a clean copy without it via --split-op alone.
     report = run_trace(
-        TraceOptions(target=f"{STACK}:make", capture_sizes=(8,), split_ops=(name,))
+        TraceOptions(target=f"{STACK}:make", sizes=(8,), split_ops=(name,))
     ).report
     assert sum(p.is_split for p in report.pieces) == 3
 

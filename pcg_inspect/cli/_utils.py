@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.text import Text
 
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Interrupted, PcgInspectError, one_line
-from ..options import DEFAULT_TIMEOUT_S
 
 T = TypeVar("T")
 
@@ -26,37 +25,33 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdi
 JsonOut = Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the JSON report to PATH ('-' = stdout).")]
 
 
-def _opt(name: str, kind: Any, default: Any, *decls: str, **info: Any) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
-                             annotation=Annotated[kind, typer.Option(*decls, **info)])
+def _cli_parameter(name: str, meta: Any, default: Any) -> inspect.Parameter:
+    """One typer option from a TraceOptions field's Flag: the field's name, its flag, help, metavar and default."""
+    if meta.negate:
+        kind, value = bool, False  # --no-replay: given -> the field is False
+    elif meta.repeat:
+        kind, value = Optional[list[str]], None
+    elif meta.show is not None:
+        kind, value = str, meta.show(default)
+    else:
+        kind, value = (Optional[type(default)] if default is None else type(default)), default
+        kind = Optional[str] if default is None else kind
+    info: dict[str, Any] = {"help": meta.help}
+    if meta.metavar:
+        info["metavar"] = meta.metavar
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value,
+                             annotation=Annotated[kind, typer.Option(*meta.decls, **info)])
 
 
-TRACE_OPTIONS = (
-    _opt("tokens", str, "1,8,64", "--tokens", "-t", metavar="N,N,...", help="Capture sizes (token counts), comma-separated."),
-    _opt("split_op", Optional[list[str]], None, "--split-op", metavar="NS::OP",
-         help="Op that starts its own eager piece (ns::op, ns.op, ns.op.default). Repeatable."),
-    _opt("no_sglang_split_ops", bool, False, "--no-sglang-split-ops",
-         help="Do not add sglang's registered split ops even if sglang imports."),
-    _opt("device", str, "cpu", "--device", metavar="cpu|cuda", help="cpu, cuda or cuda:N."),
-    _opt("dtype", Optional[str], None, "--dtype", metavar="DTYPE",
-         help="float32, bfloat16 or float16 (default: as the factory builds)."),
-    _opt("dynamic", str, "maybe", "--dynamic", metavar="MODE",
-         help="How token dims are marked: maybe (sglang's maybe_mark_dynamic), unbacked, static."),
-    _opt("no_replay", bool, False, "--no-replay", help="Skip replaying the pieces against eager."),
-    _opt("isolate", bool, False, "--isolate", help="GPU replay: capture each piece alone in its own memory pool."),
-    _opt("layers", str, "0", "--layers", metavar="IDS", help="Model targets: decoder layers to build, e.g. 0, 0-3, 1,5."),
-    _opt("num_layers", int, 0, "--num-layers", metavar="K",
-         help="Model targets: build the whole model with K layers (embeddings + final norm)."),
-    _opt("attn", str, "split", "--attn", metavar="MODE",
-         help="Model targets: split (pcg_inspect::attention split op), sdpa or eager."),
-    _opt("override", Optional[list[str]], None, "--override", metavar="KEY=VALUE",
-         help="Model targets: config key=value (JSON value), repeatable."),
-    _opt("nproc", int, 1, "--nproc", metavar="N",
-         help="Trace N tensor-parallel ranks over torch.distributed (gloo on CPU, NCCL on GPUs)."),
-    _opt("timeout", float, DEFAULT_TIMEOUT_S, "--timeout", metavar="SECONDS",
-         help="Give up after this long (whole run, children and ranks; 0 = no limit). Exit 4."),
-)
-"""The options ``trace``, ``diff`` and ``fix`` share, declared once; ``with_trace_options`` adds them."""
+def _trace_parameters() -> tuple[inspect.Parameter, ...]:
+    from ..options import declared, defaults
+
+    values = defaults()
+    return tuple(_cli_parameter(name, meta, values[name]) for name, meta in declared())
+
+
+TRACE_OPTIONS = _trace_parameters()
+"""The options ``trace``, ``diff`` and ``fix`` share, derived from ``TraceOptions``; ``with_trace_options`` adds them."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,18 +74,11 @@ def with_trace_options(after: str) -> Callable[[F], F]:
     return add
 
 
-def trace_options(target: str, shared: dict[str, Any]) -> object:
-    """The ``TraceOptions`` from the shared trace options (a command's ``**shared``), validated."""
-    from ..options import ModelOptions, TraceOptions, parse_capture_sizes
+def trace_options(target: str, shared: dict[str, Any]) -> Any:
+    """The validated ``TraceOptions`` from the shared trace options (a command's ``**shared``)."""
+    from ..options import TraceOptions
 
-    p = shared
-    return TraceOptions(
-        target=target, capture_sizes=parse_capture_sizes(p["tokens"]), split_ops=tuple(p["split_op"] or ()),
-        device=p["device"], dtype=p["dtype"], dynamic=p["dynamic"], replay=not p["no_replay"], isolate=p["isolate"],
-        use_sglang_split_ops=not p["no_sglang_split_ops"],
-        model=ModelOptions(p["layers"], p["num_layers"], p["attn"], tuple(p["override"] or ())), nproc=p["nproc"],
-        timeout_s=p["timeout"], command=argv_command(),
-    ).validate()
+    return TraceOptions.from_flags(target, shared, command=argv_command()).validate()
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -126,7 +114,7 @@ def guarded(debug: bool, fn: Callable[[], T]) -> T:
     except PcgInspectError as exc:
         if debug:
             traceback.print_exception(exc, file=sys.stderr)
-        err.print(error_line("error", str(exc)))
+        err.print(error_line("error", _as_typed(exc)))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -138,6 +126,13 @@ def guarded(debug: bool, fn: Callable[[], T]) -> T:
                 sys.stderr.write(f"in the worker process:\n{exc.child_traceback}")
         err.print(error_line("internal error", f"{one_line(exc)} (a bug in pcg-inspect; rerun with --debug for the traceback)"))
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _as_typed(exc: PcgInspectError) -> str:
+    """The message as the user typed it: an option error names the flag (--tokens), not the field (sizes)."""
+    from ..options import OptionError, flag_of
+
+    return exc.spelled(flag_of(exc.field)) if isinstance(exc, OptionError) else str(exc)
 
 
 def argv_command() -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..deadline import shielded
 from ..errors import TargetError, UsageError
-from ..options import ATTN_MODES, ModelOptions
+from ..options import ModelOptions, parse_layers
 
 __all__ = ["ModelOptions", "bundled", "is_model_spec", "read_config", "apply_overrides", "parse_layers", "make_factory"]
 
@@ -100,9 +100,7 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
     """key=value pairs; values parsed as JSON when they parse (numbers, true, lists), else strings."""
     out = dict(config)
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--override expects key=value, got {item!r}")
+        key, _, raw = item.partition("=")  # well-formed: ModelOptions.validate checked it
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -115,30 +113,12 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
     return out
 
 
-def parse_layers(text: str) -> list[int]:
-    """'0' / '0-3' / '1,5' -> layer indices."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise UsageError(f"--layers expects indices like 0, 0-3 or 1,5; got {text!r}")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise UsageError(f"--layers range {part!r} is empty")
-        out.extend(range(lo, hi + 1))
-    return out
-
-
 def make_factory(spec: str, opts: ModelOptions, world_size: int = 1) -> tuple[Callable[..., Any], tuple[str, ...]]:
     """A factory ``(tokens, device, dtype) -> (module, args, kwargs)`` and the split ops it needs.
 
     Raises:
         TargetError: transformers missing, unknown model_type, layer out of range.
-        UsageError: bad --attn / --layers / --override.
     """
-    if opts.attn not in ATTN_MODES:
-        raise UsageError(f"--attn must be split, sdpa or eager, got {opts.attn!r}")
     try:
         with shielded():  # a library import is never interrupted by --timeout
             import transformers  # noqa: F401

@@ -7,7 +7,7 @@
   ``tp.merge`` folds their reports;
 - a capture failure whose bisection a sticky CUDA error stopped: more children, one per attempt.
 
-Every child shares one deadline (``options.timeout_s`` from the moment ``trace`` is called). What the
+Every child shares one deadline (``options.timeout`` from the moment ``trace`` is called). What the
 caller's process does: check what it can without torch (``precheck``), start and stop children,
 read their answers. ``trace_object`` (the API's live module or factory) is the one in-process run.
 Only front ends import this package; it imports the pipeline (in children), never the reverse.
@@ -40,7 +40,7 @@ MAX_BISECT_WORKERS = 8
 
 def deadline_of(options: TraceOptions) -> float:
     """The wall-clock time by which a run started now must end (0: no limit)."""
-    return time.time() + options.timeout_s if options.timeout_s > 0 else 0.0
+    return time.time() + options.timeout if options.timeout > 0 else 0.0
 
 
 def trace(options: TraceOptions, progress: Optional[Progress] = None, echo: Optional[Echo] = None,
@@ -52,7 +52,7 @@ def trace(options: TraceOptions, progress: Optional[Progress] = None, echo: Opti
         progress: called with a short line per step.
         echo: called with each line the target (and torch) printed; None: written to stderr as is.
         deadline: the wall-clock end of a larger run this one belongs to (``diff``'s two sides); default:
-            ``options.timeout_s`` from now.
+            ``options.timeout`` from now.
     Raises:
         UsageError, TargetError: bad options or a target that cannot be loaded (from a child too).
     """
@@ -129,7 +129,7 @@ def _continue_bisections(report: Report, options: TraceOptions, progress: Option
 
 
 def _bisect_in_child(options: TraceOptions, d: Any, deadline: float) -> Optional[Finding]:
-    opts = replace(options, capture_sizes=(d.capture_size,), observe_ops=False)
+    opts = replace(options, sizes=(d.capture_size,), observe_ops=False)
     bisect = Bisect(d.capture_size, d.graph, d.piece, d.phase, d.searched[0], d.searched[1])
     with tempfile.TemporaryDirectory(prefix="pcg-inspect-bisect-") as tmp:
         child = supervise.start(Path(tmp), Request("bisect", opts, __version__, deadline, bisect=bisect))
@@ -169,7 +169,7 @@ def _run_ranks(options: TraceOptions, progress: Optional[Progress], echo: Option
                                   None, base_echo)
             supervise.wait([ref], deadline)
             mismatches = _reference_findings(ref)
-    return merge(reports, errors, late, mismatches, n, options.timeout_s)
+    return merge(reports, errors, late, mismatches, n, options.timeout)
 
 
 def _prefixed(progress: Optional[Progress], prefix: str) -> Optional[Progress]:

@@ -22,8 +22,8 @@ def check(options: TraceOptions) -> None:
     spec = options.target
     model = is_model_spec(spec)
     if not options.model.is_default() and not model:
-        raise UsageError("--layers, --num-layers, --attn and --override apply to model targets only, "
-                         f"not to {spec!r} (a file:factory target builds its own module)")
+        raise UsageError("model options (--layers, --num-layers, --attn, --override; in the API layers, num_layers, attn, "
+                         f"overrides) apply to model targets only, not to {spec!r} (a file:factory target builds its own module)")
     if not model and ":" not in spec:
         names = list(bundled())
         close = difflib.get_close_matches(spec.lower(), [n.lower() for n in names], n=3, cutoff=0.6)

@@ -200,7 +200,7 @@ def collect(child: Child, options: TraceOptions, late: bool, roots: Sequence[str
     base = _checkpoint(child) or empty_report(options)
     if late:
         frames = _dump_frames(child.file(Answer.STUCK))
-        found = timeout_finding(options.timeout_s, child.stage, frames, roots, who=who or "the run")
+        found = timeout_finding(options.timeout, child.stage, frames, roots, who=who or "the run")
         return with_summary(base, findings=base.findings + (found,))
     found = exit_finding(child, roots, who=who or "the target")
     if child.stage == "replay" and base.replay is None:

@@ -20,7 +20,7 @@ ENGINE = str(TARGETS / "engine.py")
 
 
 def _run(spec, sizes=(1, 8, 64, 512), isolate=False, **kw):
-    report = runner.trace(TraceOptions(target=spec, capture_sizes=sizes, device="cuda", isolate=isolate, **kw))
+    report = runner.trace(TraceOptions(target=spec, sizes=sizes, device="cuda", isolate=isolate, **kw))
     rp = report.replay
     pieces = [(s.capture_size, [(p.index, p.status) for p in s.pieces]) for s in rp.sizes] if rp else []
     print(f"GPU|{spec.rsplit('/', 1)[-1]}|verdict={'CAPTURABLE' if report.capturable else 'NOT CAPTURABLE'}|"
@@ -155,7 +155,7 @@ def test_tensor_parallel_on_two_gpus(tmp_path):
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
-    report = runner.trace(TraceOptions(target=f"{EXAMPLES / 'tp' / 'layer.py'}:make", capture_sizes=(1, 8, 64),
+    report = runner.trace(TraceOptions(target=f"{EXAMPLES / 'tp' / 'layer.py'}:make", sizes=(1, 8, 64),
                                        device="cuda", nproc=2))
     print(f"GPU|tp/layer.py nproc=2|{[(r.environment.rank, r.replay.mode, r.replay.status) for r in report.ranks]}")
     assert [r.replay.mode for r in report.ranks] == ["cuda-graph", "cuda-graph"]
@@ -173,7 +173,7 @@ def test_repeat_interleave_output_size_fix_makes_capture_succeed(tmp_path):
     before = _run(f"{target}:make", sizes=(8, 64))
     assert _finding(before, "host_sync").details.output_size == "weights.numel()"
     assert _finding(before, "capture_failed").line == _finding(before, "host_sync").line
-    result = run_fix(TraceOptions(target=f"{target}:make", capture_sizes=(8, 64), device="cuda"), write=True)
+    result = run_fix(TraceOptions(target=f"{target}:make", sizes=(8, 64), device="cuda"), write=True)
     assert "output_size=weights.numel()" in target.read_text()
     after = result.after
     print(f"GPU|repeat_interleave fix|before={before.summary.verdict}|after capturable={after.capturable}|"
