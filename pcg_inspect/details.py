@@ -2,7 +2,7 @@
 
 A ``Finding`` carries one of these in ``details``; in JSON it is a plain object whose keys are
 the record's fields. ``diff`` and the views read these records, never guessed dict keys, and
-``DETAILS_BY_KIND`` says which record each kind carries (a test checks every kind has one).
+Which record each kind carries is declared with the kind (``kinds.py``; a test checks every finding kind has one).
 """
 
 from __future__ import annotations
@@ -189,27 +189,3 @@ class TargetExitDetails(Details):
     """The exit code (a signal: minus its number)."""
     stack: tuple[str, ...] = ()
     """'file:line in function' of the target's frames when it exited, innermost last."""
-
-
-DETAILS_BY_KIND: dict[str, type[Details]] = {
-    "data_ptr": Details,
-    "unregistered_op": OpDetails,
-    "fake_impl_mismatch": OpDetails,
-    "undeclared_mutation": OpDetails,
-    "overdeclared_mutation": OpDetails,
-    "output_aliases_input": OpDetails,
-    "split_output_address": SplitOutputDetails,
-    "shape_specialization": GuardDetails,
-    "python_state_guard": GuardDetails,
-    "recompile": GuardDetails,
-    "dynamo_error": ErrorDetails,
-    "target_error": ErrorDetails,
-    "host_sync": HostSyncDetails,
-    "buffer_assignment": BufferDetails,
-    "capture_failed": CaptureDetails,
-    "replay_mismatch": CaptureDetails,
-    "rank_divergence": RankDetails,
-    "tp_mismatch": TpMismatchDetails,
-    "timeout": TimeoutDetails,
-    "target_exit": TargetExitDetails,
-}

@@ -13,7 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .details import DETAILS_BY_KIND, CaptureDetails, Details, TargetExitDetails, TimeoutDetails
+from . import kinds as registry
+from .details import CaptureDetails, Details, TargetExitDetails, TimeoutDetails
 from .frames import Frame
 from .errors import ReportError
 
@@ -89,11 +90,11 @@ class Finding:
     fix: str = ""
     """Paste-ready code, where one can be derived."""
     details: Details = field(default_factory=Details)
-    """The kind's typed record (``details.DETAILS_BY_KIND``); a plain object in JSON."""
+    """The kind's typed record (declared with the kind, ``kinds.py``); a plain object in JSON."""
 
     def __post_init__(self) -> None:
-        expected = DETAILS_BY_KIND.get(self.kind)
-        if expected is not None and not isinstance(self.details, expected):
+        expected = registry.details_of(self.kind)
+        if not isinstance(self.details, expected):
             raise TypeError(f"a {self.kind} finding carries {expected.__name__}, got {type(self.details).__name__}")
 
 
@@ -454,7 +455,7 @@ def _finding_problem(f: Finding, functions: dict[int, str]) -> Problem:
     d = f.details
     if isinstance(d, CaptureDetails):
         of = f" of {functions[d.graph]}" if d.graph in functions else ""
-        what = "failed CUDA graph capture" if f.kind == "capture_failed" else "differs from eager after replay"
+        what = registry.get(f.kind).summary or f.kind
         at = f" ({f.op} at {_at(f.file, f.line)})" if f.file else (f" ({f.op})" if f.op else "")
         title = f"piece {d.piece}{of} {what} at {d.capture_size} tokens{at}"
     elif isinstance(d, (TimeoutDetails, TargetExitDetails)):  # how the run stopped says it all
@@ -561,7 +562,7 @@ def from_jsonable(tp: Any, value: Any) -> Any:
             if f.name in value:
                 hint = hints[f.name]
                 if tp is Finding and f.name == "details":  # the kind says which record
-                    hint = DETAILS_BY_KIND.get(str(value.get("kind")), Details)
+                    hint = registry.details_of(str(value.get("kind")))
                 kwargs[f.name] = from_jsonable(hint, value[f.name])
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise KeyError(f"{tp.__name__}.{f.name} is missing")
@@ -600,10 +601,9 @@ def from_jsonable(tp: Any, value: Any) -> Any:
 def exit_code(report: Report) -> int:
     """What a front end exits with for a report: 4 timeout, 2 the target ended the process, 1 not capturable,
     0 capturable."""
-    from .errors import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT, EXIT_USAGE
+    from .errors import EXIT_OK, EXIT_PROBLEMS
 
-    if any(f.kind == "timeout" for f in report.findings):
-        return EXIT_TIMEOUT
-    if any(f.kind == "target_exit" for f in report.findings):
-        return EXIT_USAGE
+    forced = [code for f in report.findings if (code := registry.get(f.kind).exit_code) is not None]
+    if forced:
+        return max(forced)  # a kind that stopped the run (kinds.py): timeout 4 over target_exit 2
     return EXIT_OK if report.summary.capturable else EXIT_PROBLEMS

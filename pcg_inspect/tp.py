@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .details import RankDetails, TpMismatchDetails
+from .kinds import stops_run
 from .errors import UsageError
 from .report import Finding, Report, with_summary
 
@@ -108,7 +109,7 @@ def merge(reports: dict[int, Report], errors: dict[int, str], hung: Sequence[int
         why = errors.get(0) or ("did not finish (hung?)" if 0 in hung else "no report")
         raise UsageError(f"rank 0 failed: {why}")
     findings = list(reports[0].findings) + divergences(reports) + failed_rank_findings(world_size, errors, hung, timeout_s)
-    findings += [f for r in sorted(reports) if r != 0 for f in reports[r].findings if f.kind in ("timeout", "target_exit")]
+    findings += [f for r in sorted(reports) if r != 0 for f in reports[r].findings if stops_run(f.kind)]
     findings += mismatches
     top = reports[0]
     env = dataclasses.replace(top.environment, world_size=world_size)

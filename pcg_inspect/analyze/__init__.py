@@ -11,6 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from .. import kinds as registry
 from ..details import ErrorDetails, OpDetails
 from ..errors import one_line
 from ..frames import is_user_file, library_frame, source_line
@@ -81,7 +82,7 @@ def _split_names(cut: Any) -> list[str]:
 
 def _new_state_guards(guards: list[Finding], findings: Sequence[Finding]) -> list[Finding]:
     # A guard that already failed during the trace is reported as a recompile, with its reason.
-    failed = " ".join(f.details.guard for f in findings if f.kind == "python_state_guard")
+    failed = " ".join(f.details.guard for f in findings if f.kind == registry.PYTHON_STATE_GUARD.name)
     return [g for g in guards if g.details.source not in failed and g.details.guard not in failed]
 
 
@@ -106,7 +107,7 @@ def _observed_fixes(breaks: list[GraphBreak], findings: Sequence[Finding], obs: 
     from .ops import fake_impl_from_observation
 
     observed = {name: fake_impl_from_observation(info) for name, info in (obs.ops.items() if obs else ()) if info.calls}
-    observed.update({f.op: f.fix for f in findings if f.kind == "unregistered_op" and f.op and f.fix})
+    observed.update({f.op: f.fix for f in findings if f.kind == registry.UNREGISTERED_OP.name and f.op and f.fix})
     return [
         dataclasses.replace(b, fix=observed[b.op]) if b.category == "missing_fake_impl" and b.op in observed else b
         for b in breaks

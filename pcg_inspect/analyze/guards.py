@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional, Sequence
 
+from .. import kinds as registry
 from ..details import GuardDetails
 from ..report import Finding, Guard, GuardSet, Recompile
 from ..trace import RawGuardSet, RawRecompile
@@ -157,13 +158,13 @@ def _recompile_text(kind: str, e: dict) -> tuple[str, str]:
             "An input carrying the token dim was not marked dynamic (tensors passed across a graph break "
             "never are): remove the break, or mark every token-dim input with maybe_mark_dynamic.",
         )
-    if kind == "shape_specialization":
+    if kind == registry.SHAPE_SPECIALIZATION.name:
         return (
             f"Recompiled{at}{where}: a shape was specialised — {e['reason']}",
             "The graph depends on a concrete size (a branch on x.shape[0], an unmarked input carrying "
             "the token dim): mark every token-dim input dynamic and do not branch on it.",
         )
-    if kind == "python_state_guard":
+    if kind == registry.PYTHON_STATE_GUARD.name:
         return (
             f"Recompiled{at}{where}: a guard on Python state failed — {e['reason']}",
             "The value is baked into the captured graph: pass it as a tensor input, keep it constant "

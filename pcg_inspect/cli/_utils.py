@@ -156,10 +156,12 @@ def stop_message(report: object) -> Optional[Text]:
     """The error line of a run that stopped early, or None: 'timed out after N s in the <stage> stage at file:line'
     (exit 4) with the target's stack, or 'the target ended the run with sys.exit(3) in the load stage at file:line'
     (exit 2). When no code of the target was running there is no stack to show: the finding's hint says why."""
+    from ..details import TargetExitDetails, TimeoutDetails
+
     findings = getattr(report, "findings", ())
-    found = next((f for f in findings if f.kind == "timeout"), None)
+    found = next((f for f in findings if isinstance(f.details, TimeoutDetails)), None)
     if found is None:
-        exited = next((f for f in findings if f.kind == "target_exit"), None)
+        exited = next((f for f in findings if isinstance(f.details, TargetExitDetails)), None)
         return None if exited is None else error_line("error", f"{exited.message} (exit 2)")
     d = found.details
     at = f" at {found.file}:{found.line}" if found.file else ""

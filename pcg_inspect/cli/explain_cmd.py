@@ -20,16 +20,17 @@ def explain(
         from rich.markdown import Markdown
         from rich.text import Text
 
-        from ..catalog import CATALOG, entry_markdown
+        from .. import kinds as registry
+        from ..catalog import entry_markdown
         from ._utils import make_console
 
         console = make_console()
         if kind is None:
-            for k, e in CATALOG.items():
-                console.print(Text.assemble((f"{k:<22}", "bold"), " ", e["title"]))
+            for k in registry.all_kinds():
+                console.print(Text.assemble((f"{k.name:<22}", "bold"), " ", k.title))
             return EXIT_OK
-        if kind not in CATALOG:
-            raise UsageError(f"unknown kind {kind!r}; known: {', '.join(CATALOG)}")
+        if not registry.known(kind):
+            raise UsageError(f"unknown kind {kind!r}; known: {', '.join(k.name for k in registry.all_kinds())}")
         console.print(Markdown(entry_markdown(kind)))
         return EXIT_OK
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .. import kinds as registry
 from ..errors import UsageError
 from ..options import TraceOptions
 from ..report import Report
@@ -124,20 +125,6 @@ def _title(item: Any) -> str:
     return f"{kind}" + (f" {item.op}" if getattr(item, "op", "") else "") + (f": {item.code}" if item.code else "")
 
 
-_DECISIONS = {
-    "data_dependent": "a branch on tensor values: decide which path runs under PCG (a Python flag set before capture, as "
-                      "sglang forces one attention path) or make it branch-free with torch.where; pcg-inspect cannot pick the path",
-    "unsupported_python": "a Python construct Dynamo cannot trace: rewrite it with tensor ops (x.clone() for copy.deepcopy, "
-                          "torch.stack + argsort for sorting by tensor values)",
-    "opaque_call": "wrapping a kernel call as a custom op needs its true output shapes and the arguments it writes: paste the "
-                   "wrapper shown by `trace` after checking them against the kernel",
-    "unregistered_op": "wrapping a kernel call as a custom op needs its true output shapes and the arguments it writes: paste "
-                       "the wrapper shown by `trace` after checking them against the kernel",
-    "target_error": "the target itself fails (eagerly): fix the bug or the inputs first",
-    "timeout": "the target does not finish: fix the loop or the wait",
-    "target_exit": "the target ends the process (sys.exit, os._exit, a signal): make it return or raise instead",
-    "other": "see the graph-break page for this type",
-}
 _SYNC_DECISIONS = {
     "scalar": "a value read on the host inside a captured piece: decide how forward gets it instead (computed before forward "
               "and passed in) or make the op a split op",
@@ -150,38 +137,86 @@ _SYNC_DECISIONS = {
 }
 
 
+_NO_EDIT = "see the graph-break page for this type"
+
+
 def _change_for(item: Any, report: Report, target_file: Path) -> Optional[Change]:
-    kind = getattr(item, "category", None) or item.kind
-    if kind in ("shape_specialization", "recompile", "python_state_guard", "data_ptr") and not hasattr(item, "category"):
+    """The edit for one problem, by its kind's planner (``kinds.py``); Unfixable with the decision it needs."""
+    kind = registry.get(_kind_name(item))
+    if kind.advisory and not hasattr(item, "category"):
         return None  # warnings about recompiles and guards: no source edit makes them go away
-    if kind == "split_output_address":
-        return None
     if not item.file or not _editable(item.file, target_file):
         raise Unfixable(f"{item.file or 'the code'} is not in the target's folder: pcg-inspect edits only your files")
-    if kind == "data_ptr":
-        return Change(item.file, item.line, f"run the data_ptr() check only in eager ({Path(item.file).name}:{item.line})",
-                      lambda text, ln=item.line: guard_condition(text, ln))
-    if kind == "side_effect":
-        return Change(item.file, item.line, f"run the side effect only in eager ({Path(item.file).name}:{item.line})",
-                      lambda text, ln=item.line: guard_statement(text, ln))
-    if kind in ("missing_fake_impl", "unregistered_op", "dynamo_error", "fake_impl_mismatch") and item.op and item.fix:
-        return _fake_change(item.op, item.fix, target_file, replace_existing=kind == "fake_impl_mismatch" or "raises" in item.hint)
-    if kind in ("undeclared_mutation", "overdeclared_mutation") and item.op:
-        return _mutates_change(item, target_file)
-    if kind == "host_call":
-        return _hoist_change(item)
-    if kind == "buffer_assignment":
-        attr = item.details.attribute
-        return Change(item.file, item.line, f"keep self.{attr} unchanged: use a local in forward",
-                      lambda text, ln=item.line, a=attr: localise_attribute(text, ln, a))
-    if kind == "host_sync" and item.details.output_size:
-        expr = item.details.output_size
-        return Change(item.file, item.line, f"pass output_size={expr} to repeat_interleave (the total at every traced size; "
-                      "keep it only if it holds by construction)",
-                      lambda text, ln=item.line, e=expr: add_keyword(text, ln, "repeat_interleave", "output_size", e))
-    if kind == "host_sync":
-        raise Unfixable(_SYNC_DECISIONS.get(item.details.cause, _DECISIONS["other"]))
-    raise Unfixable(_DECISIONS.get(kind, "no automatic edit exists for this kind: see `pcg-inspect explain " + kind + "`"))
+    planner = kind.plan()
+    if planner is None:
+        raise Unfixable(_decision(item))
+    return planner(item, target_file)
+
+
+def _kind_name(item: Any) -> str:
+    return getattr(item, "category", None) or item.kind
+
+
+def _decision(item: Any) -> str:
+    """What the user must decide for a problem no edit fixes: its kind's decision."""
+    kind = registry.get(_kind_name(item))
+    if kind.decision:
+        return kind.decision
+    if hasattr(item, "category") and not registry.known(kind.name):
+        return _NO_EDIT
+    return f"no automatic edit exists for this kind: see `pcg-inspect explain {kind.name}`"
+
+
+# ---------------------------------------------------------------- planners (named by each kind in kinds.py)
+
+
+def plan_data_ptr(item: Any, target_file: Path) -> Change:
+    """A data_ptr() comparison (a graph break): run it only in eager."""
+    return Change(item.file, item.line, f"run the data_ptr() check only in eager ({Path(item.file).name}:{item.line})",
+                  lambda text, ln=item.line: guard_condition(text, ln))
+
+
+def plan_side_effect(item: Any, target_file: Path) -> Change:
+    """A print / log / warning in forward: run it only in eager."""
+    return Change(item.file, item.line, f"run the side effect only in eager ({Path(item.file).name}:{item.line})",
+                  lambda text, ln=item.line: guard_statement(text, ln))
+
+
+def plan_fake(item: Any, target_file: Path) -> Change:
+    """An op without a fake (or with one that lies): register the fake derived from the eager run."""
+    if not (item.op and item.fix):
+        raise Unfixable(_decision(item))
+    lies = getattr(item, "kind", "") == registry.FAKE_IMPL_MISMATCH.name
+    return _fake_change(item.op, item.fix, target_file, replace_existing=lies or "raises" in item.hint)
+
+
+def plan_mutates(item: Any, target_file: Path) -> Change:
+    """Declared mutations that differ from what the op writes: declare exactly what it writes."""
+    if not item.op:
+        raise Unfixable(_decision(item))
+    return _mutates_change(item, target_file)
+
+
+def plan_hoist(item: Any, target_file: Path) -> Change:
+    """A constant host query in forward: compute it once in __init__."""
+    return _hoist_change(item)
+
+
+def plan_local_buffer(item: Any, target_file: Path) -> Change:
+    """A buffer rebound in forward: keep it, use a local."""
+    attr = item.details.attribute
+    return Change(item.file, item.line, f"keep self.{attr} unchanged: use a local in forward",
+                  lambda text, ln=item.line, a=attr: localise_attribute(text, ln, a))
+
+
+def plan_host_sync(item: Any, target_file: Path) -> Change:
+    """A host sync in a captured piece: output_size= for a repeat_interleave whose total is fixed; else a decision."""
+    expr = item.details.output_size
+    if not expr:
+        raise Unfixable(_SYNC_DECISIONS.get(item.details.cause, _decision(item)))
+    return Change(item.file, item.line, f"pass output_size={expr} to repeat_interleave (the total at every traced size; "
+                  "keep it only if it holds by construction)",
+                  lambda text, ln=item.line, e=expr: add_keyword(text, ln, "repeat_interleave", "output_size", e))
 
 
 def _editable(file: str, target_file: Path) -> bool:
@@ -229,8 +264,9 @@ def _snippet_for(snippet: str, custom_op_fn: Optional[str]) -> str:
 
 def _mutates_change(item: Any, target_file: Path) -> Change:
     d = item.details
-    names = tuple(sorted(set(d.mutated) | (set(d.declared_mutable) if item.kind == "undeclared_mutation" else set())))
-    names = names if item.kind == "undeclared_mutation" else tuple(sorted(set(d.mutated)))
+    undeclared = item.kind == registry.UNDECLARED_MUTATION.name
+    names = tuple(sorted(set(d.mutated) | (set(d.declared_mutable) if undeclared else set())))
+    names = names if undeclared else tuple(sorted(set(d.mutated)))
     qual = item.op.replace(".", "::", 1)
     namespace, name = item.op.split(".", 1)
     sources = [(p, p.read_text(encoding="utf-8")) for p in _sources(target_file)]

@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..details import CaptureDetails
 from ..text import short_path
 
 if TYPE_CHECKING:  # views read reports; they never import the report module at run time
@@ -228,7 +229,7 @@ def _failure_pictures(report: "Report") -> Iterable[Any]:
     graphs = {g.index: g for g in report.graphs}
     for f in report.findings:
         d = f.details
-        if f.kind not in ("capture_failed", "replay_mismatch") or getattr(d, "graph", None) not in graphs or not d.node:
+        if not isinstance(d, CaptureDetails) or d.graph not in graphs or not d.node:
             continue
         nodes = [n for n in graphs[d.graph].nodes if n.piece == d.piece and n.op not in ("placeholder", "output", "get_attr")]
         line = Text(f"  piece {d.piece} at {d.capture_size} tokens: ")

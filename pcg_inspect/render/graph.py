@@ -14,6 +14,7 @@ import shutil
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..details import CaptureDetails
 from ..text import short_path
 
 if TYPE_CHECKING:
@@ -57,8 +58,9 @@ def failing_nodes(report: Report) -> dict[int, set[str]]:
     """Graph index -> names of nodes a capture_failed / replay_mismatch finding points at."""
     out: dict[int, set[str]] = {}
     for f in report.findings:
-        node, graph = getattr(f.details, "node", ""), getattr(f.details, "graph", None)
-        if f.kind in ("capture_failed", "replay_mismatch") and node and graph is not None:
+        d = f.details
+        node, graph = getattr(d, "node", ""), getattr(d, "graph", None)
+        if isinstance(d, CaptureDetails) and node and graph is not None:
             out.setdefault(graph, set()).add(node)
     return out
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .. import kinds as registry
 from .. import __version__
 from ..errors import UsageError
 from ..options import Bisect, RunContext, TraceOptions
@@ -114,7 +115,7 @@ def _continue_bisections(report: Report, options: TraceOptions, progress: Option
     """A capture failure whose bisection a sticky CUDA error stopped: go on narrowing it, one fresh child per
     attempt, until one op is left or the run's deadline comes."""
     for _ in range(MAX_BISECT_WORKERS):
-        pending = next((f for f in report.findings if f.kind == "capture_failed" and len(f.details.searched) == 2), None)
+        pending = next((f for f in report.findings if f.kind == registry.CAPTURE_FAILED.name and len(f.details.searched) == 2), None)
         if pending is None:
             return report
         d = pending.details
@@ -137,7 +138,7 @@ def _bisect_in_child(options: TraceOptions, d: Any, deadline: float) -> Optional
         if not child.file(Answer.REPORT).exists():
             return None
         result = load_report(str(child.file(Answer.REPORT)))
-    return next((f for f in result.findings if f.kind == "capture_failed"), None)
+    return next((f for f in result.findings if f.kind == registry.CAPTURE_FAILED.name), None)
 
 
 # ---------------------------------------------------------------- ranks
