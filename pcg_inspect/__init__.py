@@ -47,6 +47,8 @@ def __getattr__(name: str) -> Any:
 
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        if module in ("api", "report", "diff"):  # names that hand out Reports: their text view comes with them
+            importlib.import_module(".render.console", __name__)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'pcg_inspect' has no attribute {name!r}")

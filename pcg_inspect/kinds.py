@@ -39,7 +39,7 @@ class Kind:
     decision: str = ""
     """What the user must decide when ``fix`` has no edit for it (or its planner declines)."""
     planner: str = ""
-    """``"module:function"``: ``function(item, target_file) -> fix.Change`` writes the edit (``fix`` resolves it)."""
+    """``"module:function"``: ``function(item, target_file) -> fix.Edit`` writes the edit (``fix`` resolves it)."""
     advisory: bool = False
     """A *finding* of this kind needs no source edit of its own (warnings about recompiles and guards, an address
     read off the traced path): ``fix`` neither edits nor lists it. A graph break of the same category still may."""

@@ -18,7 +18,8 @@ class OpRow:
 def audit(namespaces: Sequence[str]) -> list[OpRow]:
     """Every op registered under the namespaces, with its fake-kernel and mutation facts."""
     from . import _torch_compat as compat
-    from .split import normalise_op_name, sglang_split_ops
+    from .opnames import normalise_op_name
+    from .split import sglang_split_ops
 
     if "sglang" in namespaces:
         try:  # importing sglang's layers registers its ops

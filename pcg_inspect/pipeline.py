@@ -122,7 +122,7 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
         state.warnings.append(f"the factory takes no `tokens`: traced, observed and replayed at its inputs' own size "
                               f"({state.target.calls[0].tokens} tokens); give it a `tokens` parameter to check every capture size")
     with _stage(state, "trace"):
-        state.result = trace.trace(state.target, options.dynamic, on_progress=say, record_inputs=options.replay)
+        state.result = trace.trace_target(state.target, options.dynamic, on_progress=say, record_inputs=options.replay)
     with _stage(state, "analyze"):
         say("analyzing")
         state.analysis = analyze.analyze(state.result, state.target, observe_ops=options.observe_ops)
@@ -159,7 +159,7 @@ def _check_device(options: TraceOptions, torch: Any) -> None:
 
 
 def _replay(state: _State, say: Progress) -> Any:
-    from .replay import ReplayInput, replay
+    from .replay import ReplayInput, replay_pieces
 
     if state.analysis.graph_breaks:
         state.warnings.append("replay skipped: the target has graph breaks, so PCG would not capture it; fix them first")
@@ -174,7 +174,7 @@ def _replay(state: _State, say: Progress) -> Any:
         return None
     inputs.sort(key=lambda ri: -ri.capture_size)  # largest first, as the engine captures
     functions = {g.index: g.function for g in state.cut.graphs}
-    return replay(inputs, state.split_ops, state.options.device, state.options.isolate, on_progress=say,
+    return replay_pieces(inputs, state.split_ops, state.options.device, state.options.isolate, on_progress=say,
                   roots=state.target.roots, functions=functions, bisect=state.context.bisect)
 
 

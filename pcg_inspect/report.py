@@ -11,7 +11,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import kinds as registry
 from .details import CaptureDetails, Details, TargetExitDetails, TimeoutDetails
@@ -349,10 +349,15 @@ class Report:
         return problems(self.graph_breaks, self.findings, self.replay)
 
     def to_text(self, width: int = 120) -> str:
-        """The terminal view as plain text (no colour), for logs and assertion messages."""
-        from .render.console import plain_text
+        """The terminal view as plain text (no colour), for logs and assertion messages.
 
-        return plain_text(self, width)
+        The view is ``render.console``'s, which registers itself (``register_text_view``) when imported; the
+        package's public names (``pcg_inspect.inspect``, ``pcg_inspect.Report``, ...) import it. The model never
+        imports a view."""
+        if not _TEXT_VIEW:
+            raise RuntimeError("no text view is registered: import pcg_inspect.render.console (importing a public name "
+                               "from the pcg_inspect package does)")
+        return _TEXT_VIEW[0](self, width)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
@@ -389,6 +394,15 @@ class Report:
         except json.JSONDecodeError as exc:
             raise ReportError(f"malformed report JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
         return cls.from_dict(data)
+
+
+_TEXT_VIEW: list[Callable[[Report, int], str]] = []
+"""The plain-text view ``Report.to_text`` delegates to (one slot, filled by ``render.console``)."""
+
+
+def register_text_view(view: Callable[[Report, int], str]) -> None:
+    """Make ``view(report, width)`` the text of ``Report.to_text`` (a view calls this; the model imports no view)."""
+    _TEXT_VIEW[:] = [view]
 
 
 def load_report(path: str) -> Report:

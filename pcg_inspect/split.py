@@ -16,6 +16,7 @@ from . import _torch_compat as compat
 from .details import SplitOutputDetails
 from .errors import UsageError
 from .frames import clean_function, node_user_location, source_line
+from .opnames import normalise_op_name, op_label, target_key
 from .report import Finding, Graph, Node, Piece
 
 
@@ -41,32 +42,6 @@ class SplitResult:
     """Graph index -> {live FX node: piece id} (placeholders and output excluded)."""
     split_pieces: dict[int, frozenset[int]]
     """Graph index -> ids of its split (eager) pieces."""
-
-
-def normalise_op_name(name: str) -> str:
-    """Canonical 'ns.op' (or 'ns.op.overload' for a non-default overload) from any spelling.
-
-    Accepts 'ns::op', 'ns.op', 'ns.op.default', 'ns::op.default'.
-    Raises:
-        UsageError: no namespace or no op.
-    """
-    text = name.strip().replace("::", ".")
-    parts = text.split(".")
-    if len(parts) < 2 or not all(p.isidentifier() for p in parts) or len(parts) > 3:
-        raise UsageError(f"split op {name!r} is not an op name; expected 'ns::op', 'ns.op' or 'ns.op.default'")
-    if len(parts) == 3 and parts[2] == "default":
-        parts = parts[:2]
-    return ".".join(parts)
-
-
-def target_key(target: Any) -> str:
-    """The key a node's target matches split ops by: ``str(target)`` with '.default' dropped.
-
-    Dynamo records ``torch.ops.ns.op(...)`` as the OpOverloadPacket ('ns.op') and
-    ``torch.ops.ns.op.default(...)`` or a ``custom_op`` function as the OpOverload ('ns.op.default').
-    """
-    s = str(target)
-    return s[: -len(".default")] if s.endswith(".default") else s
 
 
 def is_split_node(node: Any, ops: frozenset[str]) -> bool:
@@ -240,24 +215,6 @@ def sglang_split_ops() -> tuple[list[str], str]:
     except Exception:
         ver = "unknown"
     return list(SPLIT_OPS), ver
-
-
-def op_label(node: Any) -> str:
-    """Short readable op of a node: 'aten.mm', 'nsa.topk', 'linear', 'Linear', 'add'."""
-    if node.op == "call_function":
-        t = node.target
-        if compat.is_op(t):
-            return target_key(t)
-        mod = getattr(t, "__module__", "") or ""
-        name = getattr(t, "__name__", str(t))
-        if mod.startswith("torch") or mod in ("_operator", "operator", "builtins"):
-            return name
-        return f"{mod}.{name}" if mod else name
-    if node.op == "call_method":
-        return f".{node.target}"
-    if node.op == "call_module":
-        return str(node.target)
-    return str(node.target)
 
 
 def shape_of(node: Any) -> str:

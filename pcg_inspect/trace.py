@@ -70,7 +70,7 @@ class TraceResult:
     dynamic: str = "maybe"
 
 
-def trace(
+def trace_target(
     target: Target,
     dynamic: str = "maybe",
     calls_per_size: int = 2,

@@ -220,3 +220,38 @@ def test_no_kind_literal_is_compared_outside_the_registry():
             if mentions_kind and literals & names:
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {sorted(literals & names)}")
     assert not bad, bad
+
+
+def test_flow_one_way_models_import_no_view_and_analysis_no_split():
+    """The model (report and what it is made of) never imports a view; analysis, which runs before the split,
+    never imports the split stage (op names live on the ground floor, opnames.py)."""
+    model = ("pcg_inspect.report", "pcg_inspect.details", "pcg_inspect.kinds", "pcg_inspect.options", "pcg_inspect.errors",
+             "pcg_inspect.frames", "pcg_inspect.opnames", "pcg_inspect.stops")
+    bad = []
+    for module, edges in _imports().items():
+        for target, _ in edges:
+            if module in model and target.startswith(("pcg_inspect.render", "pcg_inspect.cli")):
+                bad.append(f"{module} imports {target}")
+            if module.startswith("pcg_inspect.analyze") and target.startswith("pcg_inspect.split"):
+                bad.append(f"{module} imports {target}")
+    assert not bad, bad
+
+
+def test_a_name_means_one_thing():
+    """No two classes share a name; the trace and replay stages' functions are not named like their modules
+    (trace.trace_target, replay.replay_pieces: `trace` is the command and `run.trace`, `replay` the option and the
+    report field)."""
+    import collections
+
+    classes = collections.defaultdict(list)
+    functions = {}
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                classes[node.name].append(name)
+            if isinstance(node, ast.FunctionDef):
+                functions.setdefault(name, set()).add(node.name)
+    assert not {c: ms for c, ms in classes.items() if len(ms) > 1}
+    for module in ("pcg_inspect.trace", "pcg_inspect.replay"):
+        assert module.rsplit(".", 1)[-1] not in functions[module], module

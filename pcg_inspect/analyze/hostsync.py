@@ -22,7 +22,7 @@ from ..causes import CAUSES, host_sync_cause
 from ..details import HostSyncDetails
 from ..frames import node_user_location, source_line
 from ..report import Finding
-from ..split import op_label, target_key
+from ..opnames import op_label, target_key
 from .observe import Observation
 from .sizes import common_expression, with_keyword
 

@@ -192,7 +192,7 @@ def sync_cause(func: Any, args: tuple, kwargs: dict) -> str:
 
 
 def _op_info(obs: Observation, func: Any) -> OpInfo:
-    from ..split import target_key
+    from ..opnames import target_key
 
     name = target_key(func)
     info = obs.ops.get(name)

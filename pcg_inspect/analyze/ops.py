@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 from ..details import OpDetails
 from ..frames import is_user_file, node_user_location, source_line
 from ..report import Finding
-from ..split import target_key
+from ..opnames import target_key
 from .observe import Observation, OpInfo
 
 

@@ -7,12 +7,12 @@ from typing import Optional
 import typer
 from typer.core import TyperArgument, TyperCommand
 
-from .diff_cmd import diff
-from .explain_cmd import explain
-from .fix_cmd import fix
-from .models_cmd import models, ops
-from .render_cmd import render
-from .trace_cmd import trace
+from .diff_cmd import diff_command
+from .explain_cmd import explain_command
+from .fix_cmd import fix_command
+from .models_cmd import models_command, ops_command
+from .render_cmd import render_command
+from .trace_cmd import trace_command
 
 app = typer.Typer(
     name="pcg-inspect",
@@ -48,14 +48,14 @@ class _Command(TyperCommand):
                 param.__class__ = _Argument
 
 
-for _name, _fn in (("trace", trace), ("diff", diff), ("fix", fix), ("render", render), ("explain", explain), ("models", models),
-                   ("ops", ops)):
+for _name, _fn in (("trace", trace_command), ("diff", diff_command), ("fix", fix_command), ("render", render_command),
+                   ("explain", explain_command), ("models", models_command), ("ops", ops_command)):
     app.command(_name, cls=_Command)(_fn)
 
 
 def _explain(value: Optional[str]) -> None:
     if value:
-        explain(value)
+        explain_command(value)
 
 
 def _version(value: bool) -> None:

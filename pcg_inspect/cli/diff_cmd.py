@@ -11,7 +11,7 @@ from ._utils import Debug, JsonOut, consoles, guarded, make_console, stop_messag
 
 
 @with_trace_options(after="show_all")
-def diff(
+def diff_command(
     a: Annotated[str, typer.Argument(metavar="A", help="Before: a report JSON, or a target (file.py:factory, a model) traced on the spot.")],
     b: Annotated[str, typer.Argument(metavar="B", help="After: a report JSON, or a target.")],
     fail_on: Annotated[

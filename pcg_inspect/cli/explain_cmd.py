@@ -10,7 +10,7 @@ from ..errors import EXIT_OK, UsageError
 from ._utils import Debug, guarded
 
 
-def explain(
+def explain_command(
     kind: Annotated[Optional[str], typer.Argument(help="A finding kind or graph-break category; omit to list them.")] = None,
     debug: Debug = False,
 ) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @with_trace_options(after="write")
-def fix(
+def fix_command(
     target: Annotated[str, typer.Argument(metavar="TARGET", help="path/to/file.py:factory (fix edits your files).")],
     write: Annotated[bool, typer.Option("--write", help="Edit the files in place (only if unchanged since the trace; "
                                                       "each file written atomically). Default: show the diff only.")] = False,

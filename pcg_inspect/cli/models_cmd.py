@@ -10,7 +10,7 @@ from ..errors import EXIT_OK
 from ._utils import Debug, guarded
 
 
-def models(debug: Debug = False) -> None:
+def models_command(debug: Debug = False) -> None:
     """List the bundled model configs (use the name as TARGET; shrink with --override for a CPU)."""
 
     def body() -> int:
@@ -34,7 +34,7 @@ def models(debug: Debug = False) -> None:
     raise typer.Exit(guarded(debug, body))
 
 
-def ops(
+def ops_command(
     namespace: Annotated[Optional[list[str]], typer.Option("--namespace", "-n", help="Op namespace(s) to list (default: sglang, pcg_inspect).")] = None,
     target: Annotated[Optional[str], typer.Option("--target", help="Load this target first (file.py:factory) so its ops are registered.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,

@@ -11,7 +11,7 @@ from ..errors import EXIT_OK, UsageError
 from ._utils import Debug, guarded, make_console
 
 
-def render(
+def render_command(
     report_path: Annotated[str, typer.Argument(metavar="REPORT", help="A report JSON written by trace.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for graph.dot, graph.svg, report.html (default: the report's folder).", metavar="DIR")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write only the HTML report, to PATH.", metavar="PATH")] = None,

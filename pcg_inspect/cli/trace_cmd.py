@@ -15,7 +15,7 @@ Detail = Annotated[str, typer.Option("--detail", metavar="MODE", help="Picture d
 
 
 @with_trace_options(after="target")
-def trace(
+def trace_command(
     target: Annotated[str, typer.Argument(metavar="TARGET", help="path/to/file.py:factory, package.module:factory, or a model: "
                                           "bundled name (pcg-inspect models), folder with config.json, org/name")],
     json_out: JsonOut = None,

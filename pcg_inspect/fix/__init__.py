@@ -33,7 +33,7 @@ from .edits import Unfixable, add_keyword, ensure_import, guard_condition, guard
 
 
 @dataclass
-class Change:
+class Edit:
     """One planned edit of one file."""
 
     file: str
@@ -105,9 +105,9 @@ def _file_target(spec: str) -> tuple[Path, str]:
 # ---------------------------------------------------------------- planning
 
 
-def plan(report: Report, target_file: Path) -> tuple[list[Change], list[Left]]:
-    """One Change per fixable problem (deduplicated), one Left per other problem."""
-    changes: dict[tuple, Change] = {}
+def plan(report: Report, target_file: Path) -> tuple[list[Edit], list[Left]]:
+    """One Edit per fixable problem (deduplicated), one Left per other problem."""
+    changes: dict[tuple, Edit] = {}
     left: list[Left] = []
     for item in list(report.graph_breaks) + [f for f in report.findings if f.severity in ("error", "warning")]:
         try:
@@ -140,7 +140,7 @@ _SYNC_DECISIONS = {
 _NO_EDIT = "see the graph-break page for this type"
 
 
-def _change_for(item: Any, report: Report, target_file: Path) -> Optional[Change]:
+def _change_for(item: Any, report: Report, target_file: Path) -> Optional[Edit]:
     """The edit for one problem, by its kind's planner (``kinds.py``); Unfixable with the decision it needs."""
     kind = registry.get(_kind_name(item))
     if kind.advisory and not hasattr(item, "category"):
@@ -170,19 +170,19 @@ def _decision(item: Any) -> str:
 # ---------------------------------------------------------------- planners (named by each kind in kinds.py)
 
 
-def plan_data_ptr(item: Any, target_file: Path) -> Change:
+def plan_data_ptr(item: Any, target_file: Path) -> Edit:
     """A data_ptr() comparison (a graph break): run it only in eager."""
-    return Change(item.file, item.line, f"run the data_ptr() check only in eager ({Path(item.file).name}:{item.line})",
+    return Edit(item.file, item.line, f"run the data_ptr() check only in eager ({Path(item.file).name}:{item.line})",
                   lambda text, ln=item.line: guard_condition(text, ln))
 
 
-def plan_side_effect(item: Any, target_file: Path) -> Change:
+def plan_side_effect(item: Any, target_file: Path) -> Edit:
     """A print / log / warning in forward: run it only in eager."""
-    return Change(item.file, item.line, f"run the side effect only in eager ({Path(item.file).name}:{item.line})",
+    return Edit(item.file, item.line, f"run the side effect only in eager ({Path(item.file).name}:{item.line})",
                   lambda text, ln=item.line: guard_statement(text, ln))
 
 
-def plan_fake(item: Any, target_file: Path) -> Change:
+def plan_fake(item: Any, target_file: Path) -> Edit:
     """An op without a fake (or with one that lies): register the fake derived from the eager run."""
     if not (item.op and item.fix):
         raise Unfixable(_decision(item))
@@ -190,31 +190,31 @@ def plan_fake(item: Any, target_file: Path) -> Change:
     return _fake_change(item.op, item.fix, target_file, replace_existing=lies or "raises" in item.hint)
 
 
-def plan_mutates(item: Any, target_file: Path) -> Change:
+def plan_mutates(item: Any, target_file: Path) -> Edit:
     """Declared mutations that differ from what the op writes: declare exactly what it writes."""
     if not item.op:
         raise Unfixable(_decision(item))
     return _mutates_change(item, target_file)
 
 
-def plan_hoist(item: Any, target_file: Path) -> Change:
+def plan_hoist(item: Any, target_file: Path) -> Edit:
     """A constant host query in forward: compute it once in __init__."""
     return _hoist_change(item)
 
 
-def plan_local_buffer(item: Any, target_file: Path) -> Change:
+def plan_local_buffer(item: Any, target_file: Path) -> Edit:
     """A buffer rebound in forward: keep it, use a local."""
     attr = item.details.attribute
-    return Change(item.file, item.line, f"keep self.{attr} unchanged: use a local in forward",
+    return Edit(item.file, item.line, f"keep self.{attr} unchanged: use a local in forward",
                   lambda text, ln=item.line, a=attr: localise_attribute(text, ln, a))
 
 
-def plan_host_sync(item: Any, target_file: Path) -> Change:
+def plan_host_sync(item: Any, target_file: Path) -> Edit:
     """A host sync in a captured piece: output_size= for a repeat_interleave whose total is fixed; else a decision."""
     expr = item.details.output_size
     if not expr:
         raise Unfixable(_SYNC_DECISIONS.get(item.details.cause, _decision(item)))
-    return Change(item.file, item.line, f"pass output_size={expr} to repeat_interleave (the total at every traced size; "
+    return Edit(item.file, item.line, f"pass output_size={expr} to repeat_interleave (the total at every traced size; "
                   "keep it only if it holds by construction)",
                   lambda text, ln=item.line, e=expr: add_keyword(text, ln, "repeat_interleave", "output_size", e))
 
@@ -230,7 +230,7 @@ def _sources(target_file: Path) -> list[Path]:
     return sorted(p for p in target_file.parent.glob("*.py") if p.is_file())
 
 
-def _fake_change(op: str, snippet: str, target_file: Path, replace_existing: bool) -> Change:
+def _fake_change(op: str, snippet: str, target_file: Path, replace_existing: bool) -> Edit:
     qual, name = op.replace(".", "::", 1), op.split(".", 1)[1]
     for path in _sources(target_file):
         text = path.read_text(encoding="utf-8")
@@ -239,16 +239,16 @@ def _fake_change(op: str, snippet: str, target_file: Path, replace_existing: boo
             marker = f"{fn.group(1)}.register_fake" if fn else f'register_fake("{qual}")'
             if marker in text:
                 body = _snippet_for(snippet, fn.group(1) if fn else None)
-                return Change(str(path), 0, f"make the fake impl of {qual} return what the kernel returns",
+                return Edit(str(path), 0, f"make the fake impl of {qual} return what the kernel returns",
                               lambda t, mk=marker, b=body: replace_function(t, mk, b), ("fake", op))
             continue
         lines = [i for i, ln in enumerate(text.splitlines(), 1) if f'"{name}"' in ln or f"'{name}'" in ln
                  or f'define("{name}(' in ln or (fn and ln.startswith(f"def {fn.group(1)}("))]
         if lines:
-            return Change(str(path), max(lines), f"register a fake impl for {qual} next to its definition",
+            return Edit(str(path), max(lines), f"register a fake impl for {qual} next to its definition",
                           lambda t, ln=max(lines), s=snippet: insert_after_statement(t, ln, s), ("fake", op))
     fakes = target_file.with_name(f"{target_file.stem}_pcg_fakes.py")
-    return Change(str(fakes), 0, f"register a fake impl for {qual} (defined outside your files) in {fakes.name}",
+    return Edit(str(fakes), 0, f"register a fake impl for {qual} (defined outside your files) in {fakes.name}",
                   lambda t, s=snippet: (t or '"""Fake impls added by pcg-inspect fix."""\n\nimport torch\n') + "\n\n" + s + "\n",
                   ("fake", op))
 
@@ -262,7 +262,7 @@ def _snippet_for(snippet: str, custom_op_fn: Optional[str]) -> str:
     return snippet if custom_op_fn is None else re.sub(r"@torch\.library\.register_fake\([^)]*\)", f"@{custom_op_fn}.register_fake", snippet)
 
 
-def _mutates_change(item: Any, target_file: Path) -> Change:
+def _mutates_change(item: Any, target_file: Path) -> Edit:
     d = item.details
     undeclared = item.kind == registry.UNDECLARED_MUTATION.name
     names = tuple(sorted(set(d.mutated) | (set(d.declared_mutable) if undeclared else set())))
@@ -272,23 +272,23 @@ def _mutates_change(item: Any, target_file: Path) -> Change:
     sources = [(p, p.read_text(encoding="utf-8")) for p in _sources(target_file)]
     for path, text in sources:
         if _custom_op_function(text, qual):
-            return Change(str(path), 0, f"declare exactly what {qual} writes: mutates_args={names!r}",
+            return Edit(str(path), 0, f"declare exactly what {qual} writes: mutates_args={names!r}",
                           lambda t, n=names: set_mutates_args(t, item.op, n), ("mutates", item.op))
     for path, text in sources:  # a Library("<namespace>", "DEF") in the same file defines it
         if f'define("{name}(' in text and re.search(rf"Library\(\s*[\"']{re.escape(namespace)}[\"']", text):
-            return Change(str(path), 0, f"mark {', '.join(names)} written in the schema of {qual}",
+            return Edit(str(path), 0, f"mark {', '.join(names)} written in the schema of {qual}",
                           lambda t, n=names: mark_schema_mutable(t, item.op, n), ("mutates", item.op))
     raise Unfixable(f"{qual} is defined outside your files: correct its mutates_args where it is defined")
 
 
-def _hoist_change(item: Any) -> Change:
+def _hoist_change(item: Any) -> Edit:
     """The call to hoist: from the innermost user frame outward, a call whose arguments are constants."""
     inner_function = ""
     for frame in reversed([f for f in item.user_stack if f.is_user]):
         for call, func in _constant_calls(frame.code):
             if not inner_function or func.split(".")[-1] == inner_function:
                 attr = "_pcg_" + re.sub(r"\W", "_", func.split(".")[-1]).strip("_")
-                return Change(frame.file, frame.line, f"hoist {call} out of forward into __init__ (self.{attr})",
+                return Edit(frame.file, frame.line, f"hoist {call} out of forward into __init__ (self.{attr})",
                               lambda t, ln=frame.line, c=call, a=attr: hoist_call(t, ln, c, a), ("hoist", call))
         inner_function = frame.function
     raise Unfixable("the host call takes values computed in forward: decide where its result comes from and pass it in")
@@ -309,7 +309,7 @@ def _constant_calls(code: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- applying
 
 
-def apply(changes: list[Change]) -> tuple[dict[str, str], list[str], list[Left]]:
+def apply(changes: list[Edit]) -> tuple[dict[str, str], list[str], list[Left]]:
     """New text per file, bottom-up within a file (an edit finds its node by line); failures become Left."""
     texts: dict[str, str] = {}
     fixed: list[str] = []

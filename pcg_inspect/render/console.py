@@ -270,3 +270,12 @@ class _Null:
 
     def flush(self) -> None:
         pass
+
+
+def _register() -> None:
+    from ..report import register_text_view
+
+    register_text_view(plain_text)  # Report.to_text is this view
+
+
+_register()

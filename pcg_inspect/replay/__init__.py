@@ -30,7 +30,7 @@ class ReplayOutcome:
     findings: tuple[Finding, ...]
 
 
-def replay(
+def replay_pieces(
     inputs: Sequence[ReplayInput],
     split_ops: Sequence[str],
     device: str,

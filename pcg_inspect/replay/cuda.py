@@ -32,7 +32,7 @@ from .localise import Failure, Mismatch, PieceFacts, classify_mismatch
 TIMING_RUNS = 20
 
 
-class Piece:
+class GraphPiece:
     """One non-split piece: its graph, output, captured input addresses, and what went wrong."""
 
     def __init__(self, item: Any) -> None:
@@ -111,7 +111,7 @@ class SizeRun:
 
         self.ri, self.isolate, self.stream = ri, isolate, stream
         self.split_gm, self.items = split_graph(ri.gm, split_ops)
-        self.pieces = {it.submod_name: Piece(it) for it in self.items if not it.is_split}
+        self.pieces = {it.submod_name: GraphPiece(it) for it in self.items if not it.is_split}
         self.pool = torch.cuda.graph_pool_handle()
         self.static = [clone(a) for a in ri.args]  # the runner's static input buffers
         self.ms: dict[str, float] = {}
@@ -158,7 +158,7 @@ class SizeRun:
             return False
         return True
 
-    def _capture_piece(self, piece: Piece, args: tuple[Any, ...], first: bool) -> Any:
+    def _capture_piece(self, piece: GraphPiece, args: tuple[Any, ...], first: bool) -> Any:
         import torch
 
         pool = torch.cuda.graph_pool_handle() if self.isolate else self.pool
@@ -243,7 +243,7 @@ class SizeRun:
                 out.append(PieceFacts(self.ri.capture_size, self.ri.graph_index, p.index, p.failure, p.mismatch))
         return out
 
-    def localise_mismatch(self, piece: Piece, args: tuple[Any, ...]) -> None:
+    def localise_mismatch(self, piece: GraphPiece, args: tuple[Any, ...]) -> None:
         """The first node whose replayed value differs: capture the piece again keeping every node's value."""
         import torch
 
@@ -277,7 +277,7 @@ class SizeRun:
             if found.node is not None:
                 f.node, f.node_index, f.sticky = found.node, found.node_index, found.sticky
 
-    def bisect(self, piece: Piece, phase: str, lo: int, hi: int) -> Failure:
+    def bisect(self, piece: GraphPiece, phase: str, lo: int, hi: int) -> Failure:
         """Smallest prefix that fails, between ``lo`` (passes) and ``hi`` (fails) call nodes.
 
         Each attempt is a fresh graph in a fresh pool. Stops early when an attempt leaves a sticky
@@ -299,7 +299,7 @@ class SizeRun:
         node = nodes[hi - 1] if 0 < hi <= len(nodes) else None
         return Failure(error or (piece.failure.error if piece.failure else ""), phase, node, hi - 1, searched=(lo, hi))
 
-    def _attempt(self, piece: Piece, phase: str, upto: int) -> Optional[Failure]:
+    def _attempt(self, piece: GraphPiece, phase: str, upto: int) -> Optional[Failure]:
         import torch
 
         args = piece.args or ()
@@ -344,7 +344,7 @@ class _Driver:
     def run(self, *args: Any) -> Any:
         return self.interp.run(*args)
 
-    def piece(self, piece: Piece, args: tuple[Any, ...]) -> Any:
+    def piece(self, piece: GraphPiece, args: tuple[Any, ...]) -> Any:
         piece.args = args
         if self.phase in ("warmup", "capture-warmup"):
             return self._eager(piece, args)
@@ -353,7 +353,7 @@ class _Driver:
             return self.run_._capture_piece(piece, args, first) if piece.failure is None else piece.module(*args)
         return self._replay(piece, args)
 
-    def _eager(self, piece: Piece, args: tuple[Any, ...]) -> Any:
+    def _eager(self, piece: GraphPiece, args: tuple[Any, ...]) -> Any:
         runner = NodeRunner(piece.module)
         try:
             return runner.run(*args)
@@ -362,7 +362,7 @@ class _Driver:
             piece.failure = Failure(one_line(exc), phase, runner.node, runner.index, sticky=not healthy())
             raise _Abort() from exc
 
-    def _replay(self, piece: Piece, args: tuple[Any, ...]) -> Any:
+    def _replay(self, piece: GraphPiece, args: tuple[Any, ...]) -> Any:
         import torch
 
         expected = piece.module(*clone(args))
@@ -388,7 +388,7 @@ class _Driver:
         return piece.output
 
 
-def _stale_reader(piece: Piece, args: tuple[Any, ...], tensor_position: int) -> Optional[Mismatch]:
+def _stale_reader(piece: GraphPiece, args: tuple[Any, ...], tensor_position: int) -> Optional[Mismatch]:
     """The first node of the piece that reads the input whose address changed."""
     import torch
 
@@ -401,7 +401,7 @@ def _stale_reader(piece: Piece, args: tuple[Any, ...], tensor_position: int) -> 
     return Mismatch(readers[0], 0.0, "stale_address") if readers else None
 
 
-def _first_failure(pieces: dict[str, Piece]) -> str:
+def _first_failure(pieces: dict[str, GraphPiece]) -> str:
     for p in pieces.values():
         if p.failure is not None:
             return f"piece {p.index}: {p.failure.error}"
@@ -432,7 +432,7 @@ def _reference_fp64(gm: Any, args: Sequence[Any]) -> Any:
     return None
 
 
-def time_pieces(split_gm: Any, pieces: dict[str, Piece], args: Sequence[Any]) -> dict[str, tuple[float, float]]:
+def time_pieces(split_gm: Any, pieces: dict[str, GraphPiece], args: Sequence[Any]) -> dict[str, tuple[float, float]]:
     """Median eager and graph time per piece (µs, CUDA events), timing whole forwards in model order.
 
     A piece is never replayed alone: its graph may reuse, for buffers a later split op fills,
@@ -458,7 +458,7 @@ def time_pieces(split_gm: Any, pieces: dict[str, Piece], args: Sequence[Any]) ->
     return out
 
 
-def _timed_forward(split_gm: Any, pieces: dict[str, Piece], args: Sequence[Any], mode: str) -> list[tuple[str, Any, Any]]:
+def _timed_forward(split_gm: Any, pieces: dict[str, GraphPiece], args: Sequence[Any], mode: str) -> list[tuple[str, Any, Any]]:
     import torch
     import torch.fx
 

@@ -53,7 +53,7 @@ class PieceFacts:
 
 def op_name(node: Any) -> str:
     """The op a node runs, as the report shows it."""
-    from ..split import op_label
+    from ..opnames import op_label
 
     return op_label(node) if node is not None else ""
 
