@@ -22,6 +22,20 @@ T = TypeVar("T")
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
+Detail = Annotated[str, typer.Option("--detail", metavar="MODE",
+                                     help="Picture detail: nodes, pieces or auto (pieces above 400 nodes).")]
+DETAIL_MODES = ("nodes", "pieces", "auto")
+
+
+def check_detail(detail: str) -> str:
+    """--detail, checked in one place for every command that draws."""
+    from ..errors import UsageError
+
+    if detail not in DETAIL_MODES:
+        raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
+    return detail
+
+
 JsonOut = Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the JSON report to PATH ('-' = stdout).")]
 
 

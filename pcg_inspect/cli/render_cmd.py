@@ -7,15 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import EXIT_OK, UsageError
-from ._utils import Debug, guarded, make_console
+from ..errors import EXIT_OK
+from ._utils import Debug, Detail, check_detail, guarded, make_console
 
 
 def render_command(
     report_path: Annotated[str, typer.Argument(metavar="REPORT", help="A report JSON written by trace.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for graph.dot, graph.svg, report.html (default: the report's folder).", metavar="DIR")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write only the HTML report, to PATH.", metavar="PATH")] = None,
-    detail: Annotated[str, typer.Option("--detail", help="nodes, pieces or auto.")] = "auto",
+    detail: Detail = "auto",
     debug: Debug = False,
 ) -> None:
     """Draw the split (Graphviz) and the self-contained HTML report from a report JSON."""
@@ -25,8 +25,7 @@ def render_command(
         from ..render.artifacts import save
         from ..report import load_report
 
-        if detail not in ("nodes", "pieces", "auto"):
-            raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
+        check_detail(detail)
         report = load_report(report_path)
         folder = out if out is not None or html is not None else Path(report_path).resolve().parent
         if folder is not None:

@@ -8,10 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from ..errors import UsageError
-from ._utils import Debug, JsonOut, Quiet, consoles, guarded, stop_message, target_echo, trace_options, with_trace_options
+from ._utils import Debug, Detail, JsonOut, Quiet, check_detail, consoles, guarded, stop_message, target_echo, trace_options, with_trace_options
 
-Detail = Annotated[str, typer.Option("--detail", metavar="MODE", help="Picture detail: nodes, pieces or auto (pieces above 400 nodes).")]
 
 
 @with_trace_options(after="target")
@@ -37,8 +35,7 @@ def trace_command(
         from ..render.console import render, verdict
 
         opts = trace_options(target, shared)
-        if detail not in ("nodes", "pieces", "auto"):
-            raise UsageError(f"--detail must be nodes, pieces or auto, got {detail!r}")
+        check_detail(detail)
         _check_outputs(json_out, out, html)
         view, err = consoles(json_out == "-")
         echo = target_echo(opts.target, err, quiet)

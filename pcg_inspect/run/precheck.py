@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import TargetError, UsageError
-from ..options import TraceOptions
+from ..options import OptionError, TraceOptions
 
 
 def check(options: TraceOptions) -> None:
@@ -62,12 +62,12 @@ def _check_ranks(options: TraceOptions) -> None:
     if options.device.startswith("cuda"):
         gpus = gpu_count()
         if gpus is not None and options.nproc > gpus:
-            raise UsageError(f"--nproc {options.nproc} with --device cuda needs one GPU per rank; this machine has {gpus}")
+            raise OptionError("nproc", f"{options.nproc} with device cuda needs one GPU per rank; this machine has {gpus}")
         return
     cores = os.cpu_count() or 1
     if options.nproc > max(2, cores):
-        raise UsageError(f"--nproc {options.nproc} on the CPU: each rank is a process that imports torch and runs the "
-                         f"layer, and this machine has {cores} CPU core(s); use at most {max(2, cores)}")
+        raise OptionError("nproc", f"{options.nproc} on the CPU: each rank is a process that imports torch and runs the "
+                                   f"layer, and this machine has {cores} CPU core(s); use at most {max(2, cores)}")
 
 
 def gpu_count() -> int | None:
