@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from .text import shorten
 from .errors import UsageError
 from .details import Details
 from .report import Finding, GraphBreak, Report, to_jsonable
@@ -185,7 +186,7 @@ def _break_key(b: GraphBreak, same_torch: bool) -> tuple:
 
 
 def _break_title(b: GraphBreak) -> str:
-    return f"graph break {b.category} in {b.function}: {b.code or b.reason[:80]}"
+    return f"graph break {b.category} in {b.function}: {b.code or shorten(b.reason, 80)}"
 
 
 def _finding_key(f: Finding) -> tuple:
@@ -195,7 +196,7 @@ def _finding_key(f: Finding) -> tuple:
 
 def _finding_title(f: Finding) -> str:
     op = f" {f.op}" if f.op else ""
-    return f"{f.severity} {f.kind}{op}: {f.message[:120]}"
+    return f"{f.severity} {f.kind}{op}: {shorten(f.message, 120)}"
 
 
 def _match(

@@ -280,6 +280,20 @@ class Summary:
     verdict: str = ""
     """What decided ``capturable``, one line ('' when capturable)."""
     num_problems: int = 0
+    pieces_per_graph: tuple[int, ...] = ()
+    """Pieces of each graph, in graph order (``num_pieces`` is their sum)."""
+    num_split_pieces: int = 0
+    """Pieces that run eagerly (a split op each), across all graphs."""
+
+    def counts_text(self) -> str:
+        """The graph and piece counts as every view says them: '2 graph(s) · 3 piece(s) per graph, 1 split' when
+        each graph has as many pieces, else '16 graph(s) · 16 piece(s) in all, 0 split'."""
+        per = set(self.pieces_per_graph)
+        graphs = max(self.num_graphs, 1)
+        if len(per) == 1:
+            return (f"{self.num_graphs} graph(s) · {per.pop()} piece(s) per graph, "
+                    f"{self.num_split_pieces // graphs} split")
+        return f"{self.num_graphs} graph(s) · {self.num_pieces} piece(s) in all, {self.num_split_pieces} split"
     """Graph breaks + error findings + failed replayed pieces (``Report.problems()``)."""
 
 
@@ -522,6 +536,8 @@ def build_summary(graphs: typing.Sequence[Graph], breaks: typing.Sequence[GraphB
         num_graphs=len(graphs), num_graph_breaks=len(breaks), num_findings=count_findings(findings),
         num_pieces=len(pieces), num_recompiles=len(recompiles), capturable=capturable,
         replay_status=replay.status if replay is not None else "", verdict=verdict, num_problems=num,
+        pieces_per_graph=tuple(sum(1 for p in pieces if p.graph == g.index) for g in graphs),
+        num_split_pieces=sum(1 for p in pieces if p.is_split),
     )
 
 

@@ -76,11 +76,25 @@ def test_report_files_and_markdown(tmp_path):
     pb.write_text(after.to_json())
     res = runner.invoke(app, ["diff", str(pa), str(pb), "--format", "markdown"])
     assert res.exit_code == 0
-    assert res.stdout.startswith("### ✅ pcg-inspect diff: no regression")
+    assert res.stdout.startswith("### ✅ pcg-inspect diff: No regression: ")
     assert "| 🟢 | breaks |" in res.stdout
     res = runner.invoke(app, ["diff", str(pb), str(pa), "--json", str(tmp_path / "d.json")])
     assert res.exit_code == 1
-    assert json.loads((tmp_path / "d.json").read_text())["regressed"] is True
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["regressed"] is True
+    # the headline is one sentence: how many new problems, the first one, what was fixed, the verdict change
+    n = len(data["regressions"])
+    head = res.stdout.splitlines()[1]
+    assert head.startswith(f"REGRESSION: {n} new problem") and "capturable: yes → no" in head, head
+
+
+def test_messages_are_shortened_at_word_boundaries():
+    from pcg_inspect.text import shorten
+
+    text = "the worker process died while loading the target and nothing was written"
+    short = shorten(text, 30)
+    assert short.endswith("…") and len(short) <= 30 and text.startswith(short[:-1]) and text[len(short) - 1] == " "
+    assert shorten("short", 30) == "short"
 
 
 def test_malformed_and_missing_inputs_exit_2(tmp_path):

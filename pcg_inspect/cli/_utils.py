@@ -96,11 +96,35 @@ def trace_options(target: str, shared: dict[str, Any]) -> Any:
 
 
 def make_console(stderr: bool = False) -> Console:
-    """A console for people: colours on a terminal; off one, plain text that is never wrapped."""
+    """A console for people: colours on a terminal; off one, plain text that is never wrapped and has no
+    trailing padding (tables pad their cells; a log or a pipe gets each line as it reads)."""
     probe = Console(stderr=stderr)
     if probe.is_terminal:
         return Console(stderr=stderr, highlight=False)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=max(probe.width, 160), color_system=None)
+    return Console(file=_Unpadded(sys.stderr if stderr else sys.stdout), highlight=False, soft_wrap=True,
+                   width=max(probe.width, 160), color_system=None)
+
+
+class _Unpadded:
+    """A text stream that drops the spaces at the end of each line it passes on."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.stream.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", "utf-8") or "utf-8"
 
 
 def consoles(json_to_stdout: bool) -> tuple[Console, Console]:

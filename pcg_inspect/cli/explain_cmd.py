@@ -31,7 +31,10 @@ def explain_command(
             return EXIT_OK
         if not registry.known(kind):
             raise UsageError(f"unknown kind {kind!r}; known: {', '.join(k.name for k in registry.all_kinds())}")
-        console.print(Markdown(entry_markdown(kind)))
+        if console.is_terminal:
+            console.print(Markdown(entry_markdown(kind)))
+        else:  # a pipe or a log: the Markdown itself, code to paste exactly as written, no padding
+            console.file.write(entry_markdown(kind) + "\n")
         return EXIT_OK
 
     raise typer.Exit(guarded(debug, body))

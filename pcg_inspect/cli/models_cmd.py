@@ -35,8 +35,11 @@ def models_command(debug: Debug = False) -> None:
 
 
 def ops_command(
-    namespace: Annotated[Optional[list[str]], typer.Option("--namespace", "-n", help="Op namespace(s) to list (default: sglang, pcg_inspect).")] = None,
-    target: Annotated[Optional[str], typer.Option("--target", help="Load this target first (file.py:factory) so its ops are registered.")] = None,
+    namespace: Annotated[Optional[list[str]], typer.Option("--namespace", "-n", metavar="NS[,NS...]",
+                                                           help="Op namespace(s) to list, comma-separated or repeated "
+                                                                "(default: sglang, pcg_inspect).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", metavar="TARGET",
+                                                  help="Load this target first (file.py:factory) so its ops are registered.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -54,7 +57,7 @@ def ops_command(
             from ..load import load
 
             load(target, (8,))
-        names = tuple(namespace or ("sglang", "pcg_inspect"))
+        names = tuple(n.strip() for item in (namespace or ("sglang", "pcg_inspect")) for n in item.split(",") if n.strip())
         rows = audit(names)
         console = make_console()
         if not rows:

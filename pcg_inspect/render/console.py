@@ -28,7 +28,7 @@ def verdict(report: Report) -> Text:
     nf = s.num_findings
     counts = (
         f"{s.num_graph_breaks} graph break(s), {nf.get('error', 0)} error(s), {nf.get('warning', 0)} warning(s)"
-        f" · {s.num_graphs} graph(s) · {s.num_pieces} piece(s) · {s.num_recompiles} recompile(s)"
+        f" · {s.counts_text()} · {s.num_recompiles} recompile(s)"
     )
     if s.capturable:
         line = Text.assemble(("✓ CAPTURABLE", "bold green"), " — ", counts)
@@ -125,7 +125,10 @@ def _pieces(report: Report) -> Iterable[Any]:
         return
     yield Text("")
     ops = ", ".join(report.split_ops) or "none"
-    yield Text(f"Pieces — split ops: {ops}", style="bold")
+    per = set(report.summary.pieces_per_graph)
+    shape = f"{per.pop()} per graph; " if len(per) == 1 else ""
+    yield Text(f"Pieces — {shape}a graph compiled again from the same code is listed once, with each compile id · "
+               f"split ops: {ops}", style="bold")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for col in ("graph", "piece", "kind", "nodes", "ops", "inputs → outputs"):
         table.add_column(col, overflow="fold")

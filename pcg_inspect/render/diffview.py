@@ -8,16 +8,27 @@ from rich.console import Group
 from rich.text import Text
 
 from ..diff import Change, DiffResult
+from ..text import shorten
 
 _SECTIONS = ("verdict", "breaks", "findings", "pieces", "recompiles", "guards", "replay", "timing")
 
 
 def headline(d: DiffResult) -> str:
+    """One sentence a reviewer can act on: 'REGRESSION: 1 new problem (graph break ... at before.py:47), 2 fixed,
+    14 other changes; capturable: yes → no'."""
     fixed = sum(1 for c in d.changes if c.kind == "fixed")
-    intro = sum(1 for c in d.changes if c.kind == "introduced")
-    verdict = f"REGRESSION ({len(d.regressions)})" if d.regressed else "no regression"
-    cap = f"capturable {str(d.capturable_a).lower()} → {str(d.capturable_b).lower()}"
-    return f"{verdict} — {fixed} fixed, {intro} introduced · {cap}"
+    new = len(d.regressions)
+    other = len(d.changes) - fixed - sum(1 for c in d.changes if c.regression)
+    parts = []
+    if new:
+        first = shorten(d.regressions[0], 90) + (f" (+{new - 1} more)" if new > 1 else "")
+        parts.append(f"{new} new problem{'s' if new > 1 else ''}: {first}")
+    parts.append(f"{fixed} fixed" if fixed else "nothing fixed")
+    if other:
+        parts.append(f"{other} other change{'s' if other > 1 else ''} (warnings, recompiles, guards, timing)")
+    yes = {True: "yes", False: "no"}
+    cap = f"capturable: {yes[d.capturable_a]} → {yes[d.capturable_b]}"
+    return f"{'REGRESSION' if d.regressed else 'No regression'}: {', '.join(parts)}; {cap}"
 
 
 def render(d: DiffResult, show_all: bool = False) -> Group:

@@ -66,7 +66,7 @@ def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str
     verdict = "CAPTURABLE" if s.capturable else f"NOT CAPTURABLE — {s.verdict}"
     counts = (
         f"{s.num_graph_breaks} graph break(s), {nf.get('error', 0)} error(s), {nf.get('warning', 0)} warning(s) · "
-        f"{s.num_graphs} graph(s) · {s.num_pieces} piece(s) · {s.num_recompiles} recompile(s)"
+        f"{s.counts_text()} · {s.num_recompiles} recompile(s)"
         + (f" · replay: {s.replay_status}" if s.replay_status else "")
     )
     out = [
