@@ -1,5 +1,6 @@
 """Pictures and the HTML report: DOT structure, auto piece view, render == trace --out, headless Chromium."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -101,3 +102,52 @@ def test_html_in_headless_chromium(tmp_path):
     subprocess.run([CHROMIUM, *common, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+MEASURE = """<script>
+(function(){
+  var out = {};
+  var px = function(el){ return parseFloat(getComputedStyle(el).fontSize); };
+  var texts = Array.prototype.slice.call(document.querySelectorAll('#overview .piece, #overview .piece *, #overview .lane-title'));
+  out.overview_min_px = Math.min.apply(null, texts.filter(function(el){ return el.textContent.trim(); }).map(px));
+  out.pieces = document.querySelectorAll('#overview .piece').length;
+  out.failed = document.querySelectorAll('#overview .piece.failed').length;
+  var d = document.querySelector('details.nodes');
+  if (d) {
+    d.open = true;
+    var hs = Array.prototype.slice.call(document.querySelectorAll('#graph svg text')).map(function(t){
+      return t.getBoundingClientRect().height; }).filter(function(h){ return h > 0; });
+    out.svg_text_min_px = hs.length ? Math.min.apply(null, hs) : 0;
+    var box = document.getElementById('graph').getBoundingClientRect(), svg = document.querySelector('#graph svg').getBoundingClientRect();
+    out.graph_box_h = box.height; out.svg_h = svg.height;
+  }
+  var ov = document.getElementById('overview').getBoundingClientRect();
+  out.overview_h = ov.height;
+  document.body.setAttribute('data-measure', JSON.stringify(out));
+})();
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot not installed (.ci/run installs it)")
+def test_html_picture_is_readable_at_100_percent(tmp_path):
+    """The piece overview and the node graph are read at 100 % zoom in a 1400-px window: text at least 11 px, the
+    failed piece marked, no box much taller than what it holds (measured in headless Chromium, no pixels compared)."""
+    page = tmp_path / "r.html"
+    res = runner.invoke(app, ["trace", f"{TARGETS / 'replay_bad.py'}:make_baked", "--tokens", "8,16", "--html", str(page),
+                              "--quiet"])
+    assert res.exit_code == 1, res.output
+    page.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    common = FLAGS + [f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000", "--virtual-time-budget=2000"]
+    dom = subprocess.run([CHROMIUM, *common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    import html as htmllib
+    import re
+
+    m = re.search(r'data-measure="([^"]+)"', dom)
+    assert m, dom[-2000:]
+    got = json.loads(htmllib.unescape(m.group(1)))
+    assert got["pieces"] == 3 and got["failed"] == 1, got
+    assert got["overview_min_px"] >= 11, got
+    assert got["svg_text_min_px"] >= 11, got
+    assert got["graph_box_h"] <= got["svg_h"] + 40, got  # the node graph's box fits the graph: no empty band
+    assert got["overview_h"] < 400, got

@@ -35,8 +35,16 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .bar{height:9px;background:#90caf9;display:inline-block;vertical-align:middle}
 .bar.g{background:#66bb6a}
 .split{background:#f3e5f5}.failed{background:#ffcdd2}
-#graph{border:1px solid #ddd;background:#fff;height:560px;overflow:hidden;position:relative;cursor:grab}
-#graph svg{width:100%;height:100%}
+.lane{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:8px 12px;margin:8px 0}
+.lane-title{font-size:13px;color:#444;margin-bottom:6px}
+.pieces{display:flex;flex-wrap:wrap;align-items:stretch;gap:6px}
+.piece{border:1px solid #a5d6a7;background:#e8f5e9;border-radius:6px;padding:6px 10px;font-size:13px;min-width:110px;max-width:320px}
+.piece.split{border-color:#ce93d8;background:#f3e5f5}.piece.failed{border:2px solid #c62828;background:#ffcdd2}
+.piece b{display:block;font-size:13px}.piece .ops{font-size:12px;color:#444;font-family:SFMono-Regular,Menlo,Consolas,monospace}
+.piece .bad{color:#b71c1c;font-weight:600;font-size:12px}
+.arrow{align-self:center;color:#999;font-size:16px}
+details.nodes summary{cursor:pointer;font-size:13px;margin:8px 0}
+#graph{border:1px solid #ddd;background:#fff;overflow:auto;max-height:80vh}
 .note{color:#666;font-size:12px}
 """
 
@@ -44,18 +52,6 @@ _JS = """
 document.querySelectorAll('button.copy').forEach(function(b){b.addEventListener('click',function(){
   var t=b.parentElement.querySelector('code').innerText;
   if(navigator.clipboard){navigator.clipboard.writeText(t);}b.innerText='copied';});});
-(function(){var box=document.getElementById('graph');if(!box)return;var svg=box.querySelector('svg');if(!svg)return;
-  var vb=svg.viewBox.baseVal;if(!vb||!vb.width)return;var v=[vb.x,vb.y,vb.width,vb.height];
-  svg.removeAttribute('width');svg.removeAttribute('height');
-  function set(){svg.setAttribute('viewBox',v.join(' '));}
-  box.addEventListener('wheel',function(ev){ev.preventDefault();var k=ev.deltaY>0?1.15:1/1.15;
-    var r=box.getBoundingClientRect();var px=(ev.clientX-r.left)/r.width,py=(ev.clientY-r.top)/r.height;
-    var nw=v[2]*k,nh=v[3]*k;v[0]+= (v[2]-nw)*px;v[1]+=(v[3]-nh)*py;v[2]=nw;v[3]=nh;set();},{passive:false});
-  var drag=null;box.addEventListener('mousedown',function(ev){drag=[ev.clientX,ev.clientY];});
-  window.addEventListener('mouseup',function(){drag=null;});
-  window.addEventListener('mousemove',function(ev){if(!drag)return;var r=box.getBoundingClientRect();
-    v[0]-=(ev.clientX-drag[0])*v[2]/r.width;v[1]-=(ev.clientY-drag[1])*v[3]/r.height;drag=[ev.clientX,ev.clientY];set();});
-})();
 """
 
 
@@ -131,9 +127,11 @@ def _findings(r: Report) -> list[str]:
 
 
 def _pieces(r: Report, svg: Optional[str], note: str) -> list[str]:
-    out = [f"<h2>Pieces — split ops: {e(', '.join(r.split_ops) or 'none')}</h2>"]
+    out = [f"<h2>Pieces — {e(r.summary.counts_text())} · split ops: {e(', '.join(r.split_ops) or 'none')}</h2>"]
+    out += _overview(r)
     if svg:
-        out.append("<div class='note'>Scroll to zoom, drag to pan.</div><div id='graph'>" + svg + "</div>")
+        out.append("<details class='nodes'><summary>The graph node by node (Graphviz): click to open; it scrolls at its "
+                   "natural size</summary><div id='graph'>" + svg + "</div></details>")
     elif note:
         out.append(f"<div class='note'>{e(note)}</div>")
     out.append("<table id='pieces'><tr><th>graph</th><th>piece</th><th>kind</th><th>nodes</th><th>ops</th><th>inputs</th><th>outputs</th></tr>")
@@ -148,6 +146,59 @@ def _pieces(r: Report, svg: Optional[str], note: str) -> list[str]:
             f"<td><code>{e(', '.join(p.input_shapes))}</code></td><td><code>{e(', '.join(p.output_shapes))}</code></td></tr>"
         )
     out.append("</table>")
+    return out
+
+
+def _overview(r: Report) -> list[str]:
+    """One lane per graph (recompiles of the same code folded): its pieces as boxes in run order, split pieces
+    between them, a failed piece and the op it failed at highlighted. Plain HTML text: readable at 100 %."""
+    from .graph import distinct_graphs
+
+    status = _piece_status(r)
+    failed_at = _failed_ops(r)
+    out = ["<div id='overview'>"]
+    for g, ids in distinct_graphs(r):
+        boxes = []
+        for p in (p for p in r.pieces if p.graph == g.index):
+            st = status.get((g.index, p.index), "")
+            cls = "piece" + (" split" if p.is_split else "") + (" failed" if st not in ("", "ok", "skipped") else "")
+            title = e(p.ops[0]) if p.is_split and p.ops else f"piece {p.index}"
+            kind = "split (eager)" if p.is_split else "captured"
+            ops = ", ".join(p.ops[:4]) + (f", … +{len(p.ops) - 4}" if len(p.ops) > 4 else "")
+            bad = failed_at.get((g.index, p.index), "")
+            boxes.append(f"<div class='{cls}' data-piece='{p.index}'><b>{title}</b>{kind} · {p.num_nodes} node(s)"
+                         + (f" · {e(st)}" if st else "") + f"<div class='ops'>{e(ops)}</div>"
+                         + (f"<div class='bad'>✗ {e(bad)}</div>" if bad else "") + "</div>")
+        where = f"{short_path(g.file)}:{g.line}" if g.file else ""
+        out.append(f"<div class='lane'><div class='lane-title'>graph {g.index} <code>{e(g.function)}</code> {e(where)} · "
+                   f"compiled as {e(', '.join(ids))}</div><div class='pieces'>"
+                   + "<span class='arrow'>→</span>".join(boxes) + "</div></div>")
+    out.append("</div>")
+    return out
+
+
+def _piece_status(r: Report) -> dict[tuple[int, int], str]:
+    """(graph, piece) -> the worst replay status over the capture sizes ('' without replay)."""
+    rank = {"ok": 0, "skipped": 0, "mismatch": 2, "error": 3, "capture_failed": 4}
+    out: dict[tuple[int, int], str] = {}
+    for s in (r.replay.sizes if r.replay is not None else ()):
+        for p in s.pieces:
+            key = (s.graph, p.index)
+            if rank.get(p.status, 1) >= rank.get(out.get(key, "ok"), 1):
+                out[key] = p.status
+    return out
+
+
+def _failed_ops(r: Report) -> dict[tuple[int, int], str]:
+    """(graph, piece) -> 'op at file:line' of the capture failure or mismatch pinned to it."""
+    from ..details import CaptureDetails
+
+    out: dict[tuple[int, int], str] = {}
+    for f in r.findings:
+        d = f.details
+        if isinstance(d, CaptureDetails):
+            at = f" at {short_path(f.file)}:{f.line}" if f.file else ""
+            out.setdefault((d.graph, d.piece), f"{f.op or d.node}{at}")
     return out
 
 
