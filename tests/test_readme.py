@@ -38,3 +38,14 @@ def test_readme_synopses_name_only_real_options():
             if flag not in helps[current]:
                 missing.append(f"{current} {flag}")
     assert helps and not missing, missing
+
+
+def test_every_command_that_runs_a_target_has_the_common_flags_and_no_option_it_refuses():
+    helps = {c: CliRunner().invoke(app, [c, "--help"], terminal_width=200).output for c in ("trace", "diff", "fix")}
+    for command, text in helps.items():
+        for flag in ("-q, --quiet", "--json PATH", "--timeout SECONDS", "--tokens N,N,..."):
+            assert flag in text, (command, flag)
+    for flag in ("--layers", "--num-layers", "--attn", "--override"):
+        assert flag not in helps["fix"] and flag in helps["trace"]  # fix refuses model targets
+    metavars = re.findall(r"<[a-z][^>]*>", "".join(helps.values()))
+    assert not metavars, metavars  # UPPER words, never <str> or <list[str]>

@@ -70,17 +70,22 @@ TRACE_OPTIONS = _trace_parameters()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def with_trace_options(after: str) -> Callable[[F], F]:
+def with_trace_options(after: str, models: bool = True) -> Callable[[F], F]:
     """Give a command the shared trace options, listed after its parameter ``after``.
 
     The command declares ``**shared`` and receives them there (for ``trace_options``); typer reads
-    the combined signature, so ``--help`` lists them in that place.
+    the combined signature, so ``--help`` lists them in that place. ``models=False``: a command that refuses
+    model targets (``fix``) does not offer the model options.
     """
+    from ..options import ModelOptions
+
+    model_fields = {f for f in ModelOptions.__dataclass_fields__}
+    offered = tuple(p for p in TRACE_OPTIONS if models or p.name not in model_fields)
 
     def add(command: F) -> F:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
         at = [p.name for p in own].index(after) + 1
-        params = [*own[:at], *TRACE_OPTIONS, *own[at:]]
+        params = [*own[:at], *offered, *own[at:]]
         command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command

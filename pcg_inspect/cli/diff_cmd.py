@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import EXIT_OK, EXIT_PROBLEMS, UsageError
-from ._utils import Debug, JsonOut, consoles, guarded, make_console, stop_message, trace_options, with_trace_options
+from ._utils import Debug, JsonOut, Quiet, consoles, guarded, make_console, stop_message, trace_options, with_trace_options
 
 
 @with_trace_options(after="show_all")
@@ -24,6 +24,7 @@ def diff_command(
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="text, markdown or json.")] = "text",
     show_all: Annotated[bool, typer.Option("--all", help="Also list unchanged items.")] = False,
     json_out: JsonOut = None,
+    quiet: Quiet = False,
     debug: Debug = False,
     **shared: Any,
 ) -> None:
@@ -43,7 +44,7 @@ def diff_command(
         from .._io import check_writable, write_atomic
         from ..diff import diff as diff_reports
         from ..diff import parse_fail_on
-        from ..render.diffview import markdown, render
+        from ..render.diffview import headline, markdown, render
         from ..report import exit_code
 
         if fmt not in ("text", "markdown", "json"):
@@ -65,6 +66,8 @@ def diff_command(
             write_atomic(json_out, text)
         if fmt == "markdown":
             (sys.stderr if json_on_stdout else sys.stdout).write(markdown(result))
+        elif fmt == "text" and quiet:
+            view.print(headline(result), markup=False)
         elif fmt == "text":
             view.print(render(result, show_all))
         stopped = [(m, exit_code(s)) for s in (side_a, side_b) if (m := stop_message(s)) is not None]

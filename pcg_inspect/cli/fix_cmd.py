@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._utils import Debug, guarded, make_console, stop_message, trace_options, with_trace_options
+from ._utils import Debug, JsonOut, Quiet, guarded, stop_message, trace_options, with_trace_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -14,15 +14,20 @@ if TYPE_CHECKING:
     from ..fix import FixResult
 
 
-@with_trace_options(after="write")
+@with_trace_options(after="write", models=False)
 def fix_command(
     target: Annotated[str, typer.Argument(metavar="TARGET", help="path/to/file.py:factory (fix edits your files).")],
     write: Annotated[bool, typer.Option("--write", help="Edit the files in place (only if unchanged since the trace; "
                                                       "each file written atomically). Default: show the diff only.")] = False,
+    json_out: JsonOut = None,
+    quiet: Quiet = False,
     debug: Debug = False,
     **shared: Any,
 ) -> None:
     """Apply the fixes the report suggests as source edits, then trace the patched code and show before -> after.
+
+    --json writes the final report (the patched copy's; the target's when nothing was edited); -q prints only
+    what was fixed, what is left and the verdict.
 
     Exit codes: 0 the patched target is capturable, 1 problems remain (listed, with why each was not
     fixed automatically), 2 usage or load error, 3 internal error, 4 timeout.
@@ -39,19 +44,30 @@ def fix_command(
         from ..render.diffview import render as render_diff
         from rich.text import Text
 
+        from .._io import check_writable, write_atomic
+        from ._utils import consoles
+
         opts = trace_options(target, shared)
-        out, err = make_console(), make_console(stderr=True)
-        if err.is_terminal:
+        if json_out and json_out != "-":
+            check_writable(json_out, "--json")
+        out, err = consoles(json_out == "-")
+        if err.is_terminal and not quiet:
             with err.status("tracing…") as status:
                 result = run_fix(opts, write, progress=lambda msg: status.update(Text(msg)))
         else:
             result = run_fix(opts, write)
-        _print(out, result)
         final = result.after or result.before
-        if result.after is not None:
+        if json_out == "-":
+            import sys
+
+            sys.stdout.write(final.to_json())
+        elif json_out:
+            write_atomic(json_out, final.to_json())
+        _print(out, result, quiet)
+        if result.after is not None and not quiet:
             changes = diff_reports(result.before, result.after)
             out.print(render_diff(dataclasses.replace(changes, a="before", b="after the edits")))
-        if result.after is not None and not result.written:
+        if result.after is not None and not result.written and not quiet:
             out.print(Text("(the verdict below is the patched copy's: its line numbers are those of the diff's new side)",
                            style="dim"))
         out.print(verdict(final))
@@ -65,22 +81,22 @@ def fix_command(
     raise typer.Exit(guarded(debug, body))
 
 
-def _print(out: Console, result: FixResult) -> None:
+def _print(out: Console, result: FixResult, quiet: bool = False) -> None:
     from rich.text import Text
 
     from ..text import location
 
-    if result.diff:
+    if result.diff and not quiet:
         for line in result.diff.splitlines():
             style = "green" if line.startswith("+") and not line.startswith("+++") else "red" if line.startswith("-") and not line.startswith("---") else ""
             out.print(Text(line, style=style))
-    else:
+    elif not result.diff:
         out.print(Text("no automatic edit applies"))
     for what in result.fixed:
         out.print(Text.assemble(("✓ ", "green"), what))
     if result.written:
         out.print(Text(f"wrote {', '.join(result.written)}"))
-    elif result.diff:
+    elif result.diff and not quiet:
         out.print(Text("(not written: rerun with --write to edit the files)", style="dim"))
     for item in result.left:
         where = location(item.file, item.line) if item.file else ""
