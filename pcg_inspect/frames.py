@@ -104,6 +104,11 @@ def is_user_file(path: str, roots: Sequence[str] = ()) -> bool:
     return True
 
 
+def own_file(path: str) -> bool:
+    """A file of pcg-inspect itself (a model target's wrapper, say): never the line a user edits."""
+    return _resolved(path).startswith(_OWN_PKG + os.sep)
+
+
 def live_user_frame(roots: Sequence[str] = ()) -> Optional[FrameType]:
     """The deepest frame of the user's code on the current Python stack (pcg_inspect's own frames skipped)."""
     frame = sys._getframe(1)

@@ -47,6 +47,9 @@ class Target:
     factory_line: int
     fixed_inputs: bool = False
     """The factory takes no ``tokens``: one call at its inputs' own token count."""
+    entry: tuple[str, int, str] = ("", 0, "")
+    """(file, line, function) of the first ``forward`` in the user's code (for a model: the decoder layer's, in its
+    ``modeling_*.py``): where a finding goes when the frame Dynamo compiled is pcg-inspect's own wrapper."""
 
 
 def load(
@@ -94,8 +97,32 @@ def _from_factory(spec: str, factory: Callable[..., Any], capture_sizes: tuple[i
     module, calls, fixed = _build(spec, factory, params, {k: v for k, v in offered.items() if k in params and v is not None},
                                   capture_sizes)
     file, line = _source_of(factory)
-    target = Target(spec, module, calls, split_ops, roots, file, line, fixed)
+    target = Target(spec, module, calls, split_ops, roots, file, line, fixed, _entry(module, roots))
     return _placed(target, device, torch_dtype, cast_module="dtype" not in params)
+
+
+def _entry(module: Any, roots: tuple[str, ...]) -> tuple[str, int, str]:
+    """The largest submodule (by parameters) whose ``forward`` is the user's code — the module itself for a file
+    target, the decoder layer for a model — as (file, line, 'Class.forward')."""
+    import inspect
+
+    from .frames import is_user_file, own_file
+
+    best: tuple[int, tuple[str, int, str]] = (-1, ("", 0, ""))
+    for sub in module.modules():
+        fwd = getattr(type(sub), "forward", None)
+        try:
+            fwd = inspect.unwrap(fwd) if fwd is not None else None  # decorators (transformers wraps forwards)
+            file = inspect.getsourcefile(fwd) if fwd is not None else None
+            lines, line = inspect.getsourcelines(fwd) if file else ([], 0)
+            line += next((i for i, text in enumerate(lines) if text.lstrip().startswith(("def ", "async def "))), 0)
+        except (OSError, TypeError):
+            continue
+        if file and not own_file(file) and is_user_file(file, roots):
+            size = sum(p.numel() for p in sub.parameters())
+            if size > best[0]:
+                best = (size, (file, line, f"{type(sub).__name__}.forward"))
+    return best[1]
 
 
 def _placed(target: Target, device: str, torch_dtype: Any, cast_module: bool = True) -> Target:

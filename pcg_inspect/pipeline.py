@@ -189,6 +189,8 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
     )
     breaks, graphs, pieces = (a.graph_breaks if a else ()), (cut.graphs if cut else ()), (cut.pieces if cut else ())
     recompiles = a.recompiles if a else ()
+    if target is not None and target.entry[0]:  # never point a user at pcg-inspect's own wrapper
+        findings, recompiles = _at_entry(findings, target.entry), _at_entry(recompiles, target.entry)
     return Report(
         schema_version=SCHEMA_VERSION, environment=env,
         summary=build_summary(graphs, breaks, findings, pieces, recompiles, state.replay),
@@ -196,6 +198,23 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
         split_ops=state.split_ops, pieces=pieces, replay=state.replay, warnings=tuple(state.warnings),
         timings_s=dict(state.timings),
     )
+
+
+def _at_entry(records: Any, entry: tuple[str, int, str]) -> tuple[Any, ...]:
+    """Records located in pcg-inspect's own files (a model target's wrapper forward) moved to the user's entry: the
+    first forward of the user's code (for a model, the decoder layer in its modeling file)."""
+    import dataclasses
+
+    from .frames import own_file, source_line
+
+    file, line, function = entry
+    out = []
+    for r in records:
+        if getattr(r, "file", "") and own_file(r.file):
+            extra = {"code": source_line(file, line)} if hasattr(r, "code") else {}
+            r = dataclasses.replace(r, file=file, line=line, function=function, **extra)
+        out.append(r)
+    return tuple(out)
 
 
 def _roots(state: _State) -> tuple[str, ...]:

@@ -1,5 +1,7 @@
 """Real transformers decoder layers from bundled configs, shrunk for the CPU."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -94,3 +96,16 @@ def test_models_and_ops_commands():
     assert res.exit_code == 0 and "deepseek-v3" in res.output and "glm5" in res.output
     res = CliRunner().invoke(app, ["ops", "-n", "pcg_inspect"])
     assert "pcg_inspect.attention" in res.output and res.exit_code == 0
+
+
+def test_findings_on_a_model_target_point_at_the_models_code_not_ours():
+    """The 0/1 recompile happens in pcg-inspect's wrapper frame: it is reported at the decoder layer's forward."""
+    import pcg_inspect
+
+    r = _trace("llama3-8b", (1, 8))
+    own = str(Path(pcg_inspect.__file__).resolve().parent)
+    located = [x for x in (*r.findings, *r.recompiles) if x.file]
+    assert located, "expected the 0/1 specialisation at T=1"
+    assert not [x for x in located if str(Path(x.file).resolve()).startswith(own)], [(x.file, x.line) for x in located]
+    assert any(x.file.endswith("modeling_llama.py") and x.function == "LlamaDecoderLayer.forward" for x in located), \
+        [(x.file, x.function) for x in located]
