@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .options import TraceOptions
+    from .report import Report
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,27 @@ def audit(namespaces: Sequence[str]) -> list[OpRow]:
                 name = qualname.replace("::", ".") + ("" if overload_name == "default" else f".{overload_name}")
                 rows.append(OpRow(name, compat.schema_text(ov), compat.has_fake_kernel(ov), mutates, name in split))
     return sorted(rows, key=lambda r: r.name)
+
+
+NOT_CUSTOM = frozenset({"aten", "prims", "_operator", "operator", "builtins", "torch", "math", "_c10d_functional",
+                        "c10d_functional", "quantized", "profiler", "inductor", "higher_order"})
+
+
+def called_namespaces(report: "Report") -> tuple[str, ...]:
+    """Namespaces of the custom ops a traced target calls: in its graphs, its breaks and its findings."""
+    names: set[str] = {f.op for f in report.findings if f.op} | {b.op for b in report.graph_breaks if b.op}
+    names |= {op for g in report.graphs for op in g.ops}
+    found = {n.replace("::", ".").split(".")[0] for n in names if "." in n.replace("::", ".") and not n.startswith(".")}
+    return tuple(sorted(ns for ns in found if ns.isidentifier() and ns not in NOT_CUSTOM))
+
+
+def audit_target(options: "TraceOptions", namespaces: Sequence[str]) -> list[OpRow]:
+    """Run in a child: trace the target (no replay) so every op it registers and calls is known, then audit the
+    given namespaces and every namespace the target calls ops from."""
+    import dataclasses
+
+    from .options import RunContext
+    from .pipeline import run
+
+    report = run(dataclasses.replace(options, replay=False), RunContext()).report
+    return audit(tuple(dict.fromkeys([*namespaces, *called_namespaces(report)])))

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -120,3 +121,18 @@ def test_python_dash_m_entry_point():
     )
     assert proc.returncode == 0, proc.stderr
     assert "CAPTURABLE" in proc.stdout
+
+
+def test_ops_target_lists_every_op_the_target_calls_without_a_fake_whatever_its_namespace():
+    """The target is traced in a child; its namespaces join the audit without -n (the bug: they were ignored)."""
+    import json as _json
+
+    before = str(Path(__file__).resolve().parents[1] / "examples" / "nsa_indexer" / "before.py")
+    res = subprocess.run([sys.executable, "-m", "pcg_inspect", "ops", "--target", f"{before}:make", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stderr  # ops without a fake kernel
+    rows = {r["name"]: r for r in _json.loads(res.stdout)}
+    assert not rows["nsa_ext.topk_indices"]["has_fake"] and not rows["nsa_ext.store_k_cache"]["has_fake"]
+    res = subprocess.run([sys.executable, "-m", "pcg_inspect", "ops", "-n", "pcg_inspect,nsa_ext", "--target", f"{before}:make"],
+                         capture_output=True, text=True, timeout=300)
+    assert "pcg_inspect.attention" in res.stdout and "nsa_ext.topk_indices" in res.stdout

@@ -39,7 +39,8 @@ def ops_command(
                                                            help="Op namespace(s) to list, comma-separated or repeated "
                                                                 "(default: sglang, pcg_inspect).")] = None,
     target: Annotated[Optional[str], typer.Option("--target", metavar="TARGET",
-                                                  help="Load this target first (file.py:factory) so its ops are registered.")] = None,
+                                                  help="Trace this target first (in a child process, no replay): its ops are "
+                                                       "registered, and every namespace it calls ops from is audited too.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -50,15 +51,18 @@ def ops_command(
         from rich.text import Text
 
         from ..errors import UsageError
-        from ..opsaudit import audit
+        from ..opsaudit import OpRow, audit
         from ._utils import make_console
 
-        if target:
-            from ..load import load
-
-            load(target, (8,))
         names = tuple(n.strip() for item in (namespace or ("sglang", "pcg_inspect")) for n in item.split(",") if n.strip())
-        rows = audit(names)
+        if target:  # the target's code runs in a child, as for trace
+            from .. import run as runner
+            from ..options import TraceOptions
+
+            found = runner.audit_ops(TraceOptions(target=target, sizes=(8,), replay=False), names)
+            rows = [OpRow(**{**r, "mutates": tuple(r["mutates"])}) for r in found]
+        else:
+            rows = audit(names)
         console = make_console()
         if not rows:
             raise UsageError(f"no registered ops in namespace(s) {', '.join(names)} (is the package that registers them importable?)")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from .. import kinds as registry
 from .. import __version__
-from ..errors import UsageError
+from ..errors import TargetError, UsageError
 from ..options import Bisect, RunContext, TraceOptions
 from ..report import Finding, Report, load_report, with_summary
 from . import supervise
@@ -139,6 +139,25 @@ def _bisect_in_child(options: TraceOptions, d: Any, deadline: float) -> Optional
             return None
         result = load_report(str(child.file(Answer.REPORT)))
     return next((f for f in result.findings if f.kind == registry.CAPTURE_FAILED.name), None)
+
+
+def audit_ops(options: TraceOptions, namespaces: tuple[str, ...], echo: Optional[Echo] = None) -> list[dict[str, Any]]:
+    """``pcg-inspect ops --target``: the target traced in a child (it registers its ops there, never here), then
+    every op in ``namespaces`` and in each namespace the target calls ops from, audited (rows as dicts)."""
+    import json
+
+    options.validate()
+    check(options)
+    deadline = deadline_of(options)
+    with tempfile.TemporaryDirectory(prefix="pcg-inspect-ops-") as tmp:
+        child = supervise.start(Path(tmp), Request("ops", options, __version__, deadline, namespaces=namespaces), None,
+                                _echo(echo))
+        late = supervise.wait([child], deadline)
+        if child.file(Answer.OPS).exists():
+            return list(json.loads(child.file(Answer.OPS).read_text(encoding="utf-8")))
+        report = supervise.collect(child, options, bool(late), target_roots(options.target))  # raises the child's error
+    stopped = next((f for f in report.findings if registry.get(f.kind).exit_code is not None), None)
+    raise TargetError(stopped.message if stopped is not None else "the ops audit gave no answer")
 
 
 # ---------------------------------------------------------------- ranks

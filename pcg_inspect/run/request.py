@@ -17,7 +17,7 @@ from ..options import Bisect, TraceOptions
 PROTO_FD_ENV = "PCG_INSPECT_PROTO_FD"
 """The fd a child writes its protocol lines to: ``progress\\t<text>`` and ``stage\\t<name>``."""
 
-ROLES = ("trace", "bisect", "rank", "reference")
+ROLES = ("trace", "bisect", "rank", "reference", "ops")
 
 
 class Answer:
@@ -39,6 +39,8 @@ class Answer:
     """A rank's eager output (for the single-rank reference)."""
     FINDINGS = "findings.json"
     """The reference's tp_mismatch findings."""
+    OPS = "ops.json"
+    """The ops audit (``role == "ops"``): one row per op overload."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Request:
     """One child's job."""
 
     role: str
-    """trace (the whole pipeline) | bisect (continue a capture-failure search) | rank (one TP rank) | reference."""
+    """trace (the whole pipeline) | bisect (continue a capture-failure search) | rank (one TP rank) | reference
+    (the single-rank TP reference) | ops (audit the ops a target registers and calls)."""
     options: TraceOptions
     tool_version: str
     deadline: float = 0.0
@@ -58,6 +61,8 @@ class Request:
     bisect: Optional[Bisect] = None
     outputs: tuple[str, ...] = field(default_factory=tuple)
     """The ranks' saved outputs (``role == "reference"``)."""
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+    """Op namespaces to audit (``role == "ops"``)."""
 
     def save(self, folder: Path) -> None:
         """``request.json`` in ``folder``, through the report's serialiser (one JSON form for every record)."""

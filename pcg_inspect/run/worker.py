@@ -87,6 +87,13 @@ def _do_role(request: Request, out: Path, proto: _Protocol) -> None:
     from . import local
 
     options = request.options
+    if request.role == "ops":
+        import dataclasses as dc
+
+        from ..opsaudit import audit_target
+
+        _write_json(out / Answer.OPS, [dc.asdict(r) for r in audit_target(options, request.namespaces)])
+        return
     if request.role == "reference":
         from ..tp import reference_findings
 
