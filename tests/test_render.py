@@ -151,3 +151,15 @@ def test_html_picture_is_readable_at_100_percent(tmp_path):
     assert got["svg_text_min_px"] >= 11, got
     assert got["graph_box_h"] <= got["svg_h"] + 40, got  # the node graph's box fits the graph: no empty band
     assert got["overview_h"] < 400, got
+
+
+def test_without_the_graphviz_package_the_html_keeps_its_overview(monkeypatch):
+    """A missing graphviz package (seen on a GPU box) costs the node graph, never the report (was an internal error)."""
+    import sys
+
+    from pcg_inspect.render.artifacts import build
+
+    monkeypatch.setitem(sys.modules, "graphviz", None)  # `import graphviz` raises ImportError
+    art = build(traced(f"{BEFORE}:make", sizes=(1, 8, 64)))
+    assert art.dot is None and art.svg is None and "pip install graphviz" in art.note
+    assert "id='overview'" in art.html and "NOT CAPTURABLE" in art.html

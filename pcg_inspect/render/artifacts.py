@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Artifacts:
-    dot: str
+    dot: Optional[str]
+    """None when the graphviz Python package is missing (the HTML keeps its piece overview)."""
     svg: Optional[str]
     html: str
     detail: str
@@ -30,11 +31,16 @@ def build(report: Report, detail: str = "auto", dot_name: str = "graph.dot") -> 
 
     chosen = choose_detail(report, detail)
     t0 = time.perf_counter()
-    dot = to_dot(report, chosen)
+    try:
+        dot: Optional[str] = to_dot(report, chosen)
+    except ImportError:  # a declared dependency missing from this environment: draw what needs no Graphviz
+        dot = None
     t1 = time.perf_counter()
-    svg = to_svg(dot)
+    svg = to_svg(dot) if dot is not None else None
     t2 = time.perf_counter()
-    note = "" if svg is not None else no_dot_note(dot_name)
+    note = ("" if svg is not None else no_dot_note(dot_name)) if dot is not None else \
+        "the graphviz Python package is not installed (pip install graphviz): no graph.dot or graph.svg; the HTML " \
+        "report shows the piece overview without the node-by-node graph"
     html = render_html(report, svg, note)
     t3 = time.perf_counter()
     return Artifacts(dot, svg, html, chosen, note, {"dot_s": t1 - t0, "svg_s": t2 - t1, "html_s": t3 - t2})
@@ -59,7 +65,8 @@ def save(
     if out_dir is not None:
         if write_json:
             written.append(write_atomic(out_dir / "report.json", report.to_json()))
-        written.append(write_atomic(out_dir / "graph.dot", art.dot))
+        if art.dot is not None:
+            written.append(write_atomic(out_dir / "graph.dot", art.dot))
         if art.svg is not None:
             written.append(write_atomic(out_dir / "graph.svg", art.svg))
         written.append(write_atomic(out_dir / "report.html", art.html))
