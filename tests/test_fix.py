@@ -39,6 +39,9 @@ def _eager_output(spec, path):
     ("buffer_assignment", "cos_sin_cache = self.cos_sin_cache.to(x.dtype)"),
     ("external_op", "import external_op_pcg_fakes"),
     ("repeat_interleave", "counts, output_size=weights.numel())"),
+    # Library("ns", "FRAGMENT") + define + impl + _lib._register_fake("op", fn) whose fake lies about the dtype: the
+    # registered function is rewritten in place (a new registration above the define did not import)
+    ("fragment_lying_fake", "def _scale_fake(x):\n    return torch.empty_like(x)"),
 ])
 def test_fixed_target_is_capturable_with_unchanged_eager_outputs(tmp_path, name, edit):
     folder = tmp_path / "fixable"
@@ -109,3 +112,29 @@ def test_write_refuses_files_changed_since_the_trace(tmp_path, monkeypatch):
 def test_fix_refuses_targets_that_are_not_files():
     res = _cli("fix", "llama3-8b")
     assert res.returncode == 2 and "fix edits the files of a file target" in res.stderr
+
+
+def test_an_edit_that_breaks_the_patched_copy_is_reported_as_our_bug_and_the_others_are_kept(tmp_path, monkeypatch):
+    """A planner bug (here an edit that writes a syntax error, added to the real plan) never reaches the user as a
+    fix: the patched copy is traced without it, it is named as a bug, and the good edits stay."""
+    from pcg_inspect import fix
+    from pcg_inspect.options import TraceOptions
+
+    folder = tmp_path / "fixable"
+    shutil.copytree(FIXABLE, folder)
+    target = folder / "data_ptr.py"
+    real_plan = fix.plan
+
+    def plan_with_a_bug(report, target_file):
+        changes, left = real_plan(report, target_file)
+        bad = fix.Edit(str(target), 1, "a broken edit", lambda text: text + "\ndef broken(:\n")
+        return changes + [bad], left
+
+    monkeypatch.setattr(fix, "plan", plan_with_a_bug)
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"])
+    result = fix.run_fix(TraceOptions(target=f"{target}:make", sizes=(8, 16)))
+    assert result.broken and result.broken[0].startswith("a broken edit: ")
+    assert "a broken edit" not in result.fixed and any("data_ptr" in what for what in result.fixed)
+    assert result.after is not None and result.after.capturable
+    assert "def broken(" not in result.diff
+

@@ -30,14 +30,15 @@ def fix_command(
     what was fixed, what is left and the verdict.
 
     Exit codes: 0 the patched target is capturable, 1 problems remain (listed, with why each was not
-    fixed automatically), 2 usage or load error, 3 internal error, 4 timeout.
+    fixed automatically), 2 usage or load error, 3 internal error (also: an edit broke the patched copy; it is left
+    out, reported, and the other edits kept), 4 timeout.
     """
 
     def body() -> int:
         import dataclasses
 
         from ..diff import diff as diff_reports
-        from ..errors import EXIT_OK, EXIT_PROBLEMS
+        from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS
         from ..report import exit_code
         from ..fix import run_fix
         from ..render.console import verdict
@@ -76,6 +77,11 @@ def fix_command(
             if stopped is not None:
                 err.print(stopped)
                 return exit_code(report)
+        for what in result.broken:
+            err.print(Text.assemble(("internal error: ", "bold red"), f"an edit pcg-inspect planned broke the patched copy, "
+                                    f"so it was left out (a bug in pcg-inspect; please report it): {what}"))
+        if result.broken:
+            return EXIT_INTERNAL
         return EXIT_OK if final.capturable else EXIT_PROBLEMS
 
     raise typer.Exit(guarded(debug, body))

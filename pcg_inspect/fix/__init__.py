@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import kinds as registry
-from ..errors import UsageError
+from ..errors import TargetError, UsageError
 from ..options import TraceOptions
 from ..report import Report
 from .edits import Unfixable, add_keyword, ensure_import, guard_condition, guard_statement, hoist_call, insert_after_statement, \
-    localise_attribute, mark_schema_mutable, replace_function, set_mutates_args
+    localise_attribute, replace_named_function, mark_schema_mutable, replace_function, set_mutates_args
 
 
 @dataclass
@@ -66,6 +66,8 @@ class FixResult:
     written: list[str] = field(default_factory=list)
     new_files: dict[str, str] = field(default_factory=dict)
     """Path -> text of every file the edits touch or create."""
+    broken: list[str] = field(default_factory=list)
+    """Edits that made the patched copy fail to import or trace ('what: error'): bugs in pcg-inspect, left out."""
 
 
 def run_fix(options: TraceOptions, write: bool = False, progress: Optional[Callable[[str], None]] = None) -> FixResult:
@@ -86,10 +88,31 @@ def run_fix(options: TraceOptions, write: bool = False, progress: Optional[Calla
     if texts:
         if progress:
             progress("tracing the patched copy")
-        result.after = _trace_patched(target_file, factory, texts, options)
+        try:
+            result.after = _trace_patched(target_file, factory, texts, options)
+        except TargetError as exc:  # an edit of ours broke the file: find it, keep the others
+            result = _without_broken_edit(result, changes, exc, target_file, factory, options)
+            texts = result.new_files
     if write and texts:
         result.written = _write(texts, started)
     return result
+
+
+def _without_broken_edit(result: FixResult, changes: list[Edit], error: Exception, target_file: Path, factory: str,
+                         options: TraceOptions) -> FixResult:
+    """The patched copy does not import or trace: leave out one edit at a time until it does; the one left out is
+    reported as a bug in pcg-inspect (``broken``), never shown as a fix."""
+    for i, suspect in enumerate(changes):
+        rest = changes[:i] + changes[i + 1:]
+        texts, fixed, unfixable = apply(rest)
+        try:
+            after = _trace_patched(target_file, factory, texts, options) if texts else None
+        except TargetError:
+            continue
+        return FixResult(result.before, after, _unified(texts), fixed, result.left + unfixable, new_files=texts,
+                         broken=[f"{suspect.what}: {error}"])
+    return FixResult(result.before, None, "", [], result.left, new_files={},
+                     broken=[f"{c.what}: {error}" for c in changes])
 
 
 def _file_target(spec: str) -> tuple[Path, str]:
@@ -236,6 +259,10 @@ def _fake_change(op: str, snippet: str, target_file: Path, replace_existing: boo
         text = path.read_text(encoding="utf-8")
         fn = _custom_op_function(text, qual)
         if replace_existing:
+            registered = _fake_registered_by_call(text, qual, name)
+            if registered:  # Library dialect: lib._register_fake("op", fn) / torch.library.register_fake("ns::op", fn)
+                return Edit(str(path), 0, f"make the fake impl of {qual} return what the kernel returns ({registered})",
+                            lambda t, n=registered, s=snippet: replace_named_function(t, n, s), ("fake", op))
             marker = f"{fn.group(1)}.register_fake" if fn else f'register_fake("{qual}")'
             if marker in text:
                 body = _snippet_for(snippet, fn.group(1) if fn else None)
@@ -251,6 +278,12 @@ def _fake_change(op: str, snippet: str, target_file: Path, replace_existing: boo
     return Edit(str(fakes), 0, f"register a fake impl for {qual} (defined outside your files) in {fakes.name}",
                   lambda t, s=snippet: (t or '"""Fake impls added by pcg-inspect fix."""\n\nimport torch\n') + "\n\n" + s + "\n",
                   ("fake", op))
+
+
+def _fake_registered_by_call(text: str, qual: str, name: str) -> str:
+    """The function a call-form registration names as the fake of ``qual`` ('' when there is none)."""
+    m = re.search(rf"register_fake\(\s*[\"'](?:{re.escape(qual)}|{re.escape(name)})[\"']\s*,\s*(\w+)\s*[,)]", text)
+    return m.group(1) if m else ""
 
 
 def _custom_op_function(text: str, qual: str) -> Optional[re.Match[str]]:

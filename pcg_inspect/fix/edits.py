@@ -142,6 +142,20 @@ def replace_function(text: str, decorated_with: str, snippet: str) -> str:
     raise Unfixable(f"no function decorated with {decorated_with} in this file")
 
 
+def replace_named_function(text: str, name: str, snippet: str) -> str:
+    """Swap the module-level function ``name`` for ``snippet`` (a def), keeping the name and dropping the snippet's
+    decorators: the fake a ``lib._register_fake("op", name)`` call registers is rewritten where it stands."""
+    wrapper, positions, _ = _wrap(text)
+    new = cst.parse_statement(snippet)
+    if not isinstance(new, cst.FunctionDef):
+        raise Unfixable("the fake impl to write is not a function")
+    new = new.with_changes(name=cst.Name(name), decorators=())
+    for node in positions:
+        if isinstance(node, cst.FunctionDef) and node.name.value == name:
+            return _rewrite(wrapper, {node: new.with_changes(leading_lines=node.leading_lines)})
+    raise Unfixable(f"no function {name} in this file")
+
+
 def hoist_call(text: str, line: int, call_code: str, attribute: str) -> str:
     """In the method at ``line``, replace the call ``call_code`` by ``self.<attribute>``, computed once in ``__init__``."""
     wrapper, positions, parents = _wrap(text)
