@@ -60,15 +60,17 @@ def target_exit_finding(how: str, code: int, stage: str, frames: Sequence[RawFra
     )
 
 
-def parse_faulthandler(text: str, main_file: str = "") -> list[RawFrame]:
+def parse_faulthandler(text: str, main_file: str = "", main_first: bool = False) -> list[RawFrame]:
     """The frames (outermost first) of one thread in a faulthandler dump: the thread that crashed ("Current
-    thread") when there is one, else the thread whose stack holds ``main_file`` (the main thread), else the first."""
+    thread") when there is one, else the thread whose stack holds ``main_file`` (the main thread), else the first.
+    ``main_first``: the main thread even when another one crashed (where a stopped run's target was)."""
     import re
 
     blocks = [b for b in re.split(r"\n(?=(?:Current thread|Thread) 0x)", text) if "File " in b]
     if not blocks:
         return []
-    chosen = next((b for b in blocks if b.lstrip().startswith("Current thread")), None) \
-        or next((b for b in blocks if main_file and main_file in b), blocks[0])
+    main = next((b for b in blocks if main_file and main_file in b), None)
+    current = next((b for b in blocks if b.lstrip().startswith("Current thread")), None)
+    chosen = (main or current or blocks[0]) if main_first else (current or main or blocks[0])
     frames = [(f, int(n), fn) for f, n, fn in re.findall(r'File "([^"]+)", line (\d+) in (\S+)', chosen)]
     return list(reversed(frames))  # faulthandler lists the innermost first

@@ -99,7 +99,7 @@ def run_child(options: TraceOptions, progress: Optional[Progress] = None, echo: 
     with tempfile.TemporaryDirectory(prefix="pcg-inspect-") as tmp:
         child = supervise.start(Path(tmp), Request("trace", options, __version__, deadline), progress, _echo(echo))
         late = supervise.wait([child], deadline)
-        report = supervise.collect(child, options, bool(late), roots)
+        report = supervise.collect(child, options, bool(late), roots, deadline=deadline)
     return _continue_bisections(report, options, progress, deadline)
 
 
@@ -155,7 +155,7 @@ def audit_ops(options: TraceOptions, namespaces: tuple[str, ...], echo: Optional
         late = supervise.wait([child], deadline)
         if child.file(Answer.OPS).exists():
             return list(json.loads(child.file(Answer.OPS).read_text(encoding="utf-8")))
-        report = supervise.collect(child, options, bool(late), target_roots(options.target))  # raises the child's error
+        report = supervise.collect(child, options, bool(late), target_roots(options.target), deadline=deadline)
     stopped = next((f for f in report.findings if registry.get(f.kind).exit_code is not None), None)
     raise TargetError(stopped.message if stopped is not None else "the ops audit gave no answer")
 
@@ -179,7 +179,7 @@ def _run_ranks(options: TraceOptions, progress: Optional[Progress], echo: Option
                                         _prefixed(progress, f"rank {r}: "), lambda line: base_echo(f"[rank {r}] {line}"))
             for r in range(n)])
         late = supervise.wait(ranks, deadline)
-        reports, errors = _rank_results(ranks, late, options, roots)
+        reports, errors = _rank_results(ranks, late, options, roots, deadline)
         mismatches: list[Finding] = []
         outputs = tuple(str(c.file(Answer.OUTPUT)) for c in ranks if c.file(Answer.OUTPUT).exists())
         if outputs and not (deadline and time.time() >= deadline):
@@ -196,14 +196,14 @@ def _prefixed(progress: Optional[Progress], prefix: str) -> Optional[Progress]:
     return (lambda msg: progress(prefix + msg)) if progress is not None else None
 
 
-def _rank_results(ranks: list[supervise.Child], late: list[int], options: TraceOptions,
-                  roots: tuple[str, ...]) -> tuple[dict[int, Report], dict[int, str]]:
+def _rank_results(ranks: list[supervise.Child], late: list[int], options: TraceOptions, roots: tuple[str, ...],
+                  deadline: float) -> tuple[dict[int, Report], dict[int, str]]:
     from ..errors import TargetError
 
     reports, errors = {}, {}
     for r, c in enumerate(ranks):
         try:
-            reports[r] = supervise.collect(c, options, r in late, roots, who=f"rank {r}")
+            reports[r] = supervise.collect(c, options, r in late, roots, who=f"rank {r}", deadline=deadline)
         except (UsageError, TargetError) as exc:
             if r == 0:
                 raise

@@ -45,6 +45,8 @@ class Child:
     proc: subprocess.Popen
     label: str
     stage: str = "import"
+    ended: float = 0.0
+    """Wall-clock time the child's process ended (seen by ``wait``)."""
     lines: list[str] = field(default_factory=list)
     readers: list[threading.Thread] = field(default_factory=list)
 
@@ -121,6 +123,7 @@ def wait(children: Sequence[Child], deadline: float) -> list[int]:
             limit = None if deadline <= 0 else max(0.05, deadline + GRACE_S - time.time())
             try:
                 c.proc.wait(limit)
+                c.ended = c.ended or time.time()
             except subprocess.TimeoutExpired:
                 late.append(i)
                 _give_stack_time(c)
@@ -184,8 +187,12 @@ class _no_interrupts:
 # ---------------------------------------------------------------- what a child left
 
 
-def collect(child: Child, options: TraceOptions, late: bool, roots: Sequence[str] = (), who: str = "") -> Report:
+def collect(child: Child, options: TraceOptions, late: bool, roots: Sequence[str] = (), who: str = "",
+            deadline: float = 0.0) -> Report:
     """The child's report; its error raised here; a child that was stopped or died still gives a report.
+
+    A child that died on its own after ``deadline`` is a timeout too: the run was being stopped (an exception raised
+    into a thread stuck in C code can take the process down), so it is not the target's exit.
 
     Raises:
         UsageError, TargetError, ReportError: the child's own typed error.
@@ -198,8 +205,8 @@ def collect(child: Child, options: TraceOptions, late: bool, roots: Sequence[str
     from ..stops import timeout_finding
 
     base = _checkpoint(child) or empty_report(options)
-    if late:
-        frames = _dump_frames(child.file(Answer.STUCK))
+    if late or (deadline > 0 and child.ended >= deadline):
+        frames = _dump_frames(child.file(Answer.STUCK), main_first=True) or _dump_frames(child.file(Answer.CRASH), main_first=True)
         found = timeout_finding(options.timeout, child.stage, frames, roots, who=who or "the run")
         return with_summary(base, findings=base.findings + (found,))
     found = exit_finding(child, roots, who=who or "the target")
@@ -235,12 +242,12 @@ def exit_finding(child: Child, roots: Sequence[str], who: str = "the target") ->
     return target_exit_finding(how, code, child.stage, [], roots, who)
 
 
-def _dump_frames(path: Path) -> list[tuple[str, int, str]]:
+def _dump_frames(path: Path, main_first: bool = False) -> list[tuple[str, int, str]]:
     from ..stops import parse_faulthandler
 
     if not path.exists():
         return []
-    return parse_faulthandler(path.read_text(encoding="utf-8", errors="replace"), main_file=_WORKER_FILE)
+    return parse_faulthandler(path.read_text(encoding="utf-8", errors="replace"), main_file=_WORKER_FILE, main_first=main_first)
 
 
 def _checkpoint(child: Child) -> Optional[Report]:
