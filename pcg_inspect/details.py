@@ -34,6 +34,8 @@ class OpDetails(Details):
     """Arguments the schema marks mutable (``Tensor(a!)`` / mutates_args)."""
     library_frame: str = ""
     """For an opaque library call: 'file:line' of the library code Dynamo reached."""
+    aliased: tuple[str, ...] = ()
+    """Inputs an output shares storage with (every tensor input when torch refused the alias without saying which)."""
 
 
 @dataclass(frozen=True)

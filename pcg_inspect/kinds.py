@@ -140,8 +140,10 @@ FAKE_IMPL_MISMATCH = declare(Kind(
     "fake_impl_mismatch",
     title='Fake impl that lies',
     severity='error',
-    means="The fake impl's output shape, dtype or device differs from what the kernel returns. Dynamo plans every "
-          'later shape from the fake, so the captured graph allocates wrong buffers or capture fails.',
+    means="The fake impl's output shape, dtype, device, strides or storage offset differ from what the kernel "
+          'returns. Dynamo plans every later shape from the fake, so the captured graph allocates wrong buffers or '
+          "capture fails; a stride that differs fails Inductor's `assert_size_stride` or a later `view` (pytorch "
+          '183713: a column-major kernel output behind a contiguous fake).',
     example='@topk.register_fake\ndef _(scores, k):\n    return scores.new_empty((scores.shape[0], 8))  # kernel '
             'returns [T, 16]',
     fix='@topk.register_fake\ndef _(scores, k):\n    return scores.new_empty((scores.shape[0], k), '
@@ -169,10 +171,12 @@ declare(Kind(
     title='Output aliases an input',
     severity='error',
     means='A custom op returns a view of (or the same storage as) an input. Custom ops must return fresh tensors; '
-          'inside a captured graph the alias changes when the input buffer is reused.',
+          'inside a captured graph the alias changes when the input buffer is reused. `torch.library.custom_op` '
+          'refuses it when called (the eager forward fails); a `Library` op or a C++ kernel returns it silently.',
     example='def op(x: torch.Tensor) -> torch.Tensor:\n    return x.view(-1)',
     fix='return x.view(-1).clone()  # or write into a declared mutable output',
     details=OpDetails,
+    planner="pcg_inspect.fix:plan_alias",
 ))
 
 declare(Kind(
@@ -454,4 +458,5 @@ declare(Kind(
           "the target's error at its line, not as a graph break.",
     details=ErrorDetails,
     decision='the target itself fails (eagerly): fix the bug or the inputs first',
+    planner="pcg_inspect.fix:plan_target_error",
 ))

@@ -27,13 +27,16 @@ class OpCall:
     tokens: Optional[int]
     arg_names: list[str]
     args: list[Any]
-    """Per argument: ('tensor', shape, dtype, device) or the Python value."""
+    """Per argument: ('tensor', shape, dtype, device, stride) or the Python value."""
     outputs: list[tuple]
-    """Per tensor output: (shape, dtype, device, stride)."""
+    """Per tensor output: (shape, dtype, device, stride, storage offset)."""
     mutated: list[str]
     aliased: list[str]
     fake_outputs: Optional[list[tuple]] = None
     fake_error: str = ""
+    alias_refused: bool = False
+    """torch.library.custom_op refused the kernel's output as an alias of an input (the eager call raised);
+    ``aliased`` then lists every tensor argument (which one is not known)."""
 
 
 @dataclass
@@ -212,7 +215,14 @@ def _observe_call(mode: Any, info: OpInfo, func: Any, args: tuple, kwargs: dict,
     before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in bound]
     versions = [compat.version_counter(a) if isinstance(a, torch.Tensor) else 0 for a in bound]
     storages = {i: a.untyped_storage().data_ptr() for i, a in enumerate(bound) if isinstance(a, torch.Tensor)}
-    out = compat.call_kernel_observed(mode, func, args, kwargs)
+    try:
+        out = compat.call_kernel_observed(mode, func, args, kwargs)
+    except RuntimeError as exc:  # torch.library.custom_op refuses a kernel that returns an alias of its input
+        if _ALIAS_REFUSED not in str(exc):
+            raise
+        info.calls.append(OpCall(tokens=tokens, arg_names=names, args=[_record(a) for a in bound], outputs=[], mutated=[],
+                                 aliased=[n for n, a in zip(names, bound) if isinstance(a, torch.Tensor)], alias_refused=True))
+        raise
     outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
     # Written: an in-place op bumped its version, or (a kernel writing through raw pointers) its values changed.
     mutated = [names[i] for i, (a, b, v) in enumerate(zip(bound, before, versions))
@@ -220,8 +230,7 @@ def _observe_call(mode: Any, info: OpInfo, func: Any, args: tuple, kwargs: dict,
     aliased = list(dict.fromkeys(names[i] for o in outs for i, ptr in storages.items() if o.untyped_storage().data_ptr() == ptr))
     call = OpCall(
         tokens=tokens, arg_names=names,
-        args=[("tensor", tuple(a.shape), str(a.dtype), str(a.device)) if isinstance(a, torch.Tensor) else a for a in bound],
-        outputs=[(tuple(o.shape), str(o.dtype), str(o.device), tuple(o.stride())) for o in outs],
+        args=[_record(a) for a in bound], outputs=[_layout(o) for o in outs],
         mutated=mutated, aliased=aliased,
     )
     if info.has_fake:
@@ -249,7 +258,21 @@ def _run_fake(func: Any, args: tuple, kwargs: dict) -> tuple[Optional[list[tuple
     except Exception as exc:
         return None, one_line(exc)
     outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor)]
-    return [(tuple(o.shape), str(o.dtype), str(o.device), tuple(o.stride())) for o in outs], ""
+    return [_layout(o) for o in outs], ""
+
+
+_ALIAS_REFUSED = "may not alias any inputs"
+"""torch.library.custom_op's own check on a kernel's outputs (its eager call raises)."""
+
+
+def _record(a: Any) -> Any:
+    import torch
+
+    return ("tensor", tuple(a.shape), str(a.dtype), str(a.device), tuple(a.stride())) if isinstance(a, torch.Tensor) else a
+
+
+def _layout(o: Any) -> tuple:
+    return (tuple(o.shape), str(o.dtype), str(o.device), tuple(o.stride()), int(o.storage_offset()))
 
 
 def _user_site(roots: Sequence[str]) -> tuple[str, int]:

@@ -29,16 +29,18 @@ def op_findings(obs: Observation, graphs: Sequence[Any], breaks: Sequence[Any], 
     """Findings for the observed ops, each at the user line that calls the op.
 
     Only ops the engine meets count: an op in a captured graph, an op a graph break names, or an
-    op called from a line Dynamo never reached. An op seen only in the eager run at a line Dynamo
-    traced was replaced by Dynamo (a c10d collective becomes a functional collective): no finding.
+    op called from a line Dynamo never reached or broke at (a fatal break on a line abandons the rest of it).
+    An op seen only in the eager run at a line Dynamo traced was replaced by Dynamo (a c10d collective
+    becomes a functional collective): no finding.
     """
     sites = _call_sites(graphs, breaks, roots)
     in_graphs = {target_key(n.target) for g in graphs for n in g.gm.graph.nodes if n.op == "call_function"}
     named = {b.op for b in breaks if b.op}
+    broke_at = {(b.file, b.line) for b in breaks}
     out: list[Finding] = []
     for name, info in obs.ops.items():
         eager_site = info.sites[0] if info.sites else ("", 0)
-        unreached = bool(eager_site[0]) and eager_site not in reached
+        unreached = bool(eager_site[0]) and (eager_site not in reached or eager_site in broke_at)
         if not info.calls or not (name in in_graphs or name in named or unreached):
             continue
         file, line = sites.get(name) or eager_site
@@ -98,11 +100,15 @@ def _mutation_findings(info: OpInfo, at: dict[str, Any]) -> list[Finding]:
     if info.mutates_unknown or unused:
         out.append(_overdeclared(info, unused, at))
     if c.aliased:
+        how = (f"returns a view of its input ({' or '.join(c.aliased)}): torch.library.custom_op refuses it, so the eager "
+               "forward fails" if c.alias_refused else
+               f"returns a tensor that shares storage with its input {', '.join(c.aliased)}")
         out.append(Finding(
             kind="output_aliases_input", severity="error",
-            message=f"{_qual(info)} returns a tensor that shares storage with its input {', '.join(c.aliased)}: custom ops "
-            "must return fresh tensors; a captured graph that reuses the input buffer sees the alias change",
-            hint="Return a copy (.clone()) or write into a declared mutable output argument instead.",
+            message=f"{_qual(info)} {how}: custom ops must return fresh tensors; a captured graph that reuses the input "
+            "buffer sees the alias change",
+            hint="Return a copy (.clone()) in the branch that returns the view, or write into a declared mutable output "
+            "argument instead.",
             details=_details(info), **at,
         ))
     return out
@@ -136,6 +142,7 @@ def _details(info: OpInfo) -> OpDetails:
         observed_outputs=tuple(tuple(o[0]) for o in c.outputs),
         mutated=tuple(c.mutated),
         declared_mutable=tuple(info.declared_mutable),
+        aliased=tuple(c.aliased),
     )
 
 
@@ -150,11 +157,22 @@ def _fake_mismatch(info: OpInfo) -> Optional[tuple[str, str]]:
         for f, r in zip(c.fake_outputs, c.outputs):
             if f[0] != r[0] or f[1] != r[1] or f[2].split(":")[0] != r[2].split(":")[0]:
                 return (_fmt_outs([f]), _fmt_outs([r]))
+            if not same_strides(f[0], f[3], r[3]) or f[4] != r[4]:  # Inductor's assert_size_stride, a later view
+                return (_fmt_outs([f], layout=True), _fmt_outs([r], layout=True))
     return None
 
 
-def _fmt_outs(outs: Sequence[tuple]) -> str:
-    return ", ".join(f"[{', '.join(map(str, o[0]))}] {o[1].replace('torch.', '')} on {o[2]}" for o in outs) or "nothing"
+def same_strides(shape: Sequence[int], a: Sequence[int], b: Sequence[int]) -> bool:
+    """Equal strides where they matter (a dim of size 0 or 1 can have any stride)."""
+    return all(x == y for n, x, y in zip(shape, a, b) if n > 1)
+
+
+def _fmt_outs(outs: Sequence[tuple], layout: bool = False) -> str:
+    def one(o: tuple) -> str:
+        where = f" strides ({', '.join(map(str, o[3]))}" + (f", offset {o[4]})" if o[4] else ")") if layout else ""
+        return f"[{', '.join(map(str, o[0]))}] {o[1].replace('torch.', '')} on {o[2]}{where}"
+
+    return ", ".join(one(o) for o in outs) or "nothing"
 
 
 def fake_impl_from_observation(info: OpInfo) -> str:
@@ -178,24 +196,47 @@ def fake_impl_from_observation(info: OpInfo) -> str:
 
 def _out_expr(i: int, info: OpInfo) -> str:
     calls = info.calls
-    shape, dtype, _device, _ = calls[0].outputs[i]
+    shape, dtype, _device, stride, offset = calls[0].outputs[i]
     names = calls[0].arg_names
     tensors = [(n, a) for n, a in zip(names, calls[0].args) if isinstance(a, tuple) and a and a[0] == "tensor"]
     dt = dtype.replace("torch.", "torch.")
-    # same shape as an input, in every observed call
+    # same shape and layout as an input, in every observed call (empty_like keeps a dense input's strides)
     for n, a in tensors:
         j = names.index(n)
-        if all(c.args[j][1] == c.outputs[i][0] for c in calls):
+        if all(c.args[j][1] == c.outputs[i][0] and same_strides(c.outputs[i][0], c.args[j][4], c.outputs[i][3])
+               and not c.outputs[i][4] for c in calls):
             return f"torch.empty_like({n})" if a[2] == dtype else f"torch.empty_like({n}, dtype={dt})"
-    dims = []
-    for d in range(len(shape)):
-        dims.append(_dim_expr(i, d, info))
+    dims = [_dim_expr(i, d, info) for d in range(len(shape))]
+    order = dense_order(shape, stride)
+    note = "" if order is not None and not offset else f"  # the kernel's strides are ({', '.join(map(str, stride))}): match them"
+    order = order if order is not None else tuple(range(len(dims)))
+    laid = [dims[d] for d in order]
+    tup = "(" + ", ".join(laid) + ("," if len(laid) == 1 else "") + ")"
+    permute = "" if order == tuple(range(len(dims))) else f".permute({', '.join(str(order.index(d)) for d in range(len(dims)))})"
     base = tensors[0][0] if tensors else None
-    tup = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
     if base:
         same_dtype = tensors[0][1][2] == dtype
-        return f"{base}.new_empty({tup}" + ("" if same_dtype else f", dtype={dt}") + ")"
-    return f"torch.empty({tup}, dtype={dt})"
+        return f"{base}.new_empty({tup}" + ("" if same_dtype else f", dtype={dt}") + f"){permute}{note}"
+    return f"torch.empty({tup}, dtype={dt}){permute}{note}"
+
+
+def dense_order(shape: Sequence[int], stride: Sequence[int]) -> Optional[tuple[int, ...]]:
+    """The dims from outermost to innermost of a dense tensor laid out as a permutation of a contiguous one
+    (``(0, 1, ...)`` when contiguous); None when it has gaps or overlaps."""
+    identity = tuple(range(len(shape)))
+    contiguous, expected = [], 1
+    for d in reversed(identity):
+        contiguous.append(shape[d] <= 1 or stride[d] == expected)
+        expected *= shape[d]
+    if all(contiguous):
+        return identity
+    order = tuple(sorted(identity, key=lambda d: (-stride[d] if shape[d] > 1 else 0, d)))
+    expected = 1
+    for d in reversed(order):
+        if shape[d] > 1 and stride[d] != expected:
+            return None
+        expected *= shape[d]
+    return order
 
 
 def _dim_expr(i: int, d: int, info: OpInfo) -> str:

@@ -28,8 +28,10 @@ from .. import kinds as registry
 from ..errors import TargetError, UsageError
 from ..options import TraceOptions
 from ..report import Report
-from .edits import Unfixable, add_keyword, ensure_import, guard_condition, guard_statement, hoist_call, insert_after_statement, \
-    localise_attribute, replace_named_function, mark_schema_mutable, replace_function, set_mutates_args
+from . import dialects
+from .edits import Unfixable, add_keyword, clone_aliasing_returns, ensure_import, guard_condition, guard_statement, hoist_call, \
+    insert_after_statement, insert_before_statement, localise_attribute, replace_function, replace_named_function, \
+    set_call_argument, set_mutates_args, set_schema_mutable
 
 
 @dataclass
@@ -131,16 +133,26 @@ def _file_target(spec: str) -> tuple[Path, str]:
 def plan(report: Report, target_file: Path) -> tuple[list[Edit], list[Left]]:
     """One Edit per fixable problem (deduplicated), one Left per other problem."""
     changes: dict[tuple, Edit] = {}
-    left: list[Left] = []
+    left: list[tuple[Any, Left]] = []
+    faked: set[tuple[str, int]] = set()
     for item in list(report.graph_breaks) + [f for f in report.findings if f.severity in ("error", "warning")]:
         try:
             change = _change_for(item, report, target_file)
         except Unfixable as exc:
-            left.append(Left(_title(item), item.file, item.line, str(exc)))
+            left.append((item, Left(_title(item), item.file, item.line, str(exc))))
             continue
         if change is not None:
             changes.setdefault(change.key or (change.file, change.line, change.what), change)
-    return list(changes.values()), left
+            if change.key[:1] == ("fake",):
+                faked.add((item.file, item.line))
+    # A break that names no op, at a line whose op gets its fake (Dynamo failed inside a fake that lies): that edit
+    # is its fix, and the re-trace shows whether it was enough.
+    covered = [pair for pair in left if not pair[0].op and _kind_name(pair[0]) in _FAKE_FAILURES
+               and (pair[0].file, pair[0].line) in faked]
+    return list(changes.values()), [x for item, x in left if (item, x) not in covered]
+
+
+_FAKE_FAILURES = ("missing_fake_impl", "dynamo_error")
 
 
 def _title(item: Any) -> str:
@@ -220,6 +232,21 @@ def plan_mutates(item: Any, target_file: Path) -> Edit:
     return _mutates_change(item, target_file)
 
 
+def plan_alias(item: Any, target_file: Path) -> Edit:
+    """An op whose output is a view of its input: clone it where the kernel returns the view."""
+    if not item.op:
+        raise Unfixable(_decision(item))
+    return _alias_change(item, target_file)
+
+
+def plan_target_error(item: Any, target_file: Path) -> Optional[Edit]:
+    """The target fails eagerly: nothing to edit, unless the failure is torch refusing a custom op's aliasing output
+    (the op's output_aliases_input finding carries that edit)."""
+    if "may not alias any inputs" in (item.details.exception or item.message):
+        return None
+    raise Unfixable(_decision(item))
+
+
 def plan_hoist(item: Any, target_file: Path) -> Edit:
     """A constant host query in forward: compute it once in __init__."""
     return _hoist_change(item)
@@ -253,65 +280,121 @@ def _sources(target_file: Path) -> list[Path]:
     return sorted(p for p in target_file.parent.glob("*.py") if p.is_file())
 
 
+def _registration(qual: str, target_file: Path) -> Optional[dialects.Registration]:
+    return dialects.find(qual, _sources(target_file), cpp_folder=target_file.parent)
+
+
 def _fake_change(op: str, snippet: str, target_file: Path, replace_existing: bool) -> Edit:
-    qual, name = op.replace(".", "::", 1), op.split(".", 1)[1]
-    for path in _sources(target_file):
-        text = path.read_text(encoding="utf-8")
-        fn = _custom_op_function(text, qual)
-        if replace_existing:
-            registered = _fake_registered_by_call(text, qual, name)
-            if registered:  # Library dialect: lib._register_fake("op", fn) / torch.library.register_fake("ns::op", fn)
-                return Edit(str(path), 0, f"make the fake impl of {qual} return what the kernel returns ({registered})",
-                            lambda t, n=registered, s=snippet: replace_named_function(t, n, s), ("fake", op))
-            marker = f"{fn.group(1)}.register_fake" if fn else f'register_fake("{qual}")'
-            if marker in text:
-                body = _snippet_for(snippet, fn.group(1) if fn else None)
-                return Edit(str(path), 0, f"make the fake impl of {qual} return what the kernel returns",
-                              lambda t, mk=marker, b=body: replace_function(t, mk, b), ("fake", op))
-            continue
-        lines = [i for i, ln in enumerate(text.splitlines(), 1) if f'"{name}"' in ln or f"'{name}'" in ln
-                 or f'define("{name}(' in ln or (fn and ln.startswith(f"def {fn.group(1)}("))]
-        if lines:
-            return Edit(str(path), max(lines), f"register a fake impl for {qual} next to its definition",
-                          lambda t, ln=max(lines), s=snippet: insert_after_statement(t, ln, s), ("fake", op))
+    """The fake impl of ``op`` ('ns.op') as ``snippet`` (a ``@torch.library.register_fake`` def), in the form and
+    place its registration dialect expects: next to the definition, or replacing the fake that lies."""
+    qual = op.replace(".", "::", 1)
+    reg = _registration(qual, target_file)
+    key = ("fake", op)
+    plain = _fake_def(snippet, None)
+    name = re.search(r"def (\w+)\(", plain).group(1)
+    if reg is not None and reg.fake_form in ("call", "keyword") and reg.fake.isidentifier():  # rewrite the function it names
+        return Edit(reg.fake_file, 0, f"make the fake impl of {qual} return what the kernel returns ({reg.fake})",
+                    lambda t, n=reg.fake, s=plain: replace_named_function(t, n, s), key)
+    if reg is not None and reg.fake_form == "decorator":
+        return Edit(reg.fake_file, 0, f"make the fake impl of {qual} return what the kernel returns",
+                    lambda t, mk=reg.fake_marker, b=_fake_def(snippet, f"@{reg.fake_marker}"): replace_function(t, mk, b), key)
+    if reg is not None and reg.dialect in (dialects.SGLANG, dialects.DIRECT):  # fake_impl= of the registration
+        function, position = (("register_custom_op", None) if reg.dialect == dialects.SGLANG
+                              else ("direct_register_custom_op", dialects.DIRECT_PARAMS.index("fake_impl")))
+        what = (f"pass fake_impl={name} to the registration of {qual}"
+                + (" (instead of out_shape=, which derives a fake that lies)" if reg.fake_form == "out_shape" else ""))
+
+        def edit(t: str, r: dialects.Registration = reg, f: str = function, p: Optional[int] = position) -> str:
+            t = set_call_argument(t, r.define_line, f, "fake_impl", name, position=p, drop=("out_shape",))
+            return insert_before_statement(t, r.define_line, plain)
+        return Edit(reg.file, reg.define_line, what, edit, key)
+    if reg is not None and reg.dialect == dialects.CUSTOM_OP:
+        return Edit(reg.file, reg.line, f"register a fake impl for {qual} next to its definition",
+                    lambda t, ln=reg.line, s=_fake_def(snippet, f"@{reg.kernel}.register_fake"): insert_after_statement(t, ln, s), key)
+    if reg is not None and reg.dialect == dialects.LIBRARY:
+        return Edit(reg.file, reg.line, f"register a fake impl for {qual} next to its definition",
+                    lambda t, ln=reg.line, s=snippet: insert_after_statement(t, ln, s), key)
     fakes = target_file.with_name(f"{target_file.stem}_pcg_fakes.py")
-    return Edit(str(fakes), 0, f"register a fake impl for {qual} (defined outside your files) in {fakes.name}",
-                  lambda t, s=snippet: (t or '"""Fake impls added by pcg-inspect fix."""\n\nimport torch\n') + "\n\n" + s + "\n",
-                  ("fake", op))
+    where = f", {Path(reg.file).name}:{reg.schema_line}" if reg is not None and reg.file else ""
+    return Edit(str(fakes), 0, f"register a fake impl for {qual} (defined in compiled code{where}) in {fakes.name}",
+                lambda t, s=snippet: (t or '"""Fake impls added by pcg-inspect fix."""\n\nimport torch\n') + "\n\n" + s + "\n",
+                key)
 
 
-def _fake_registered_by_call(text: str, qual: str, name: str) -> str:
-    """The function a call-form registration names as the fake of ``qual`` ('' when there is none)."""
-    m = re.search(rf"register_fake\(\s*[\"'](?:{re.escape(qual)}|{re.escape(name)})[\"']\s*,\s*(\w+)\s*[,)]", text)
-    return m.group(1) if m else ""
-
-
-def _custom_op_function(text: str, qual: str) -> Optional[re.Match[str]]:
-    """The function a ``@torch.library.custom_op("<qual>", ...)`` decorator defines (group 1: its name)."""
-    return re.search(rf"custom_op\(\s*[\"']{re.escape(qual)}[\"'][^\n]*\n(?:\s*@[^\n]*\n)*\s*def (\w+)", text)
-
-
-def _snippet_for(snippet: str, custom_op_fn: Optional[str]) -> str:
-    return snippet if custom_op_fn is None else re.sub(r"@torch\.library\.register_fake\([^)]*\)", f"@{custom_op_fn}.register_fake", snippet)
+def _fake_def(snippet: str, decorator: Optional[str]) -> str:
+    """The observed fake (``@torch.library.register_fake("ns::op")`` + def) under ``decorator`` ('' for a plain def,
+    None for a plain def too, the original decorator when ``decorator`` is the same)."""
+    lines = snippet.splitlines()
+    first = next((i for i, ln in enumerate(lines) if ln.startswith("def ")), 0)
+    comments = [ln.split("#", 1)[1].strip() for ln in lines[:first] if "#" in ln]
+    body = "\n".join(lines[first:])
+    head = (decorator + (f"  # {comments[0]}" if comments else "") + "\n") if decorator else \
+        "".join(f"# {c}\n" for c in comments)
+    return head + body
 
 
 def _mutates_change(item: Any, target_file: Path) -> Edit:
     d = item.details
     undeclared = item.kind == registry.UNDECLARED_MUTATION.name
     names = tuple(sorted(set(d.mutated) | (set(d.declared_mutable) if undeclared else set())))
-    names = names if undeclared else tuple(sorted(set(d.mutated)))
     qual = item.op.replace(".", "::", 1)
-    namespace, name = item.op.split(".", 1)
-    sources = [(p, p.read_text(encoding="utf-8")) for p in _sources(target_file)]
-    for path, text in sources:
-        if _custom_op_function(text, qual):
-            return Edit(str(path), 0, f"declare exactly what {qual} writes: mutates_args={names!r}",
-                          lambda t, n=names: set_mutates_args(t, item.op, n), ("mutates", item.op))
-    for path, text in sources:  # a Library("<namespace>", "DEF") in the same file defines it
-        if f'define("{name}(' in text and re.search(rf"Library\(\s*[\"']{re.escape(namespace)}[\"']", text):
-            return Edit(str(path), 0, f"mark {', '.join(names)} written in the schema of {qual}",
-                          lambda t, n=names: mark_schema_mutable(t, item.op, n), ("mutates", item.op))
+    reg = _registration(qual, target_file)
+    key = ("mutates", item.op)
+    if reg is None:
+        raise Unfixable(f"{qual} is defined outside your files: correct its mutates_args where it is defined")
+    if reg.dialect == dialects.CUSTOM_OP:
+        return Edit(reg.file, 0, f"declare exactly what {qual} writes: mutates_args={names!r}",
+                    lambda t, n=names: set_mutates_args(t, item.op, n), key)
+    if reg.dialect == dialects.LIBRARY:
+        return Edit(reg.file, 0, f"mark exactly {', '.join(names) or 'nothing'} written in the schema of {qual}",
+                    lambda t, n=names, op=qual.split("::")[1]: set_schema_mutable(t, op, n), key)
+    if reg.dialect in (dialects.SGLANG, dialects.DIRECT):
+        function, position = (("register_custom_op", None) if reg.dialect == dialects.SGLANG
+                              else ("direct_register_custom_op", dialects.DIRECT_PARAMS.index("mutates_args")))
+        value = "[" + ", ".join(repr(n) for n in names) + "]"
+        return Edit(reg.file, reg.define_line, f"declare exactly what {qual} writes: mutates_args={value}",
+                    lambda t, r=reg, f=function, p=position, v=value: set_call_argument(t, r.define_line, f, "mutates_args", v, position=p),
+                    key)
+    adds = [n for n in names if n not in d.declared_mutable]
+    drops = [n for n in d.declared_mutable if n not in names]
+    schema = " and ".join(([f"mark {', '.join(f'Tensor(a!) {n}' for n in adds)} written"] if adds else [])
+                          + ([f"drop the (a!) of {', '.join(drops)}"] if drops else [])) or "declare exactly what it writes"
+    if reg.file:
+        raise Unfixable(f"{qual}'s schema is in C++ ({Path(reg.file).name}:{reg.schema_line}): {schema} there and "
+                        "rebuild the extension (pcg-inspect edits Python, not compiled code)")
     raise Unfixable(f"{qual} is defined outside your files: correct its mutates_args where it is defined")
+
+
+def _alias_change(item: Any, target_file: Path) -> Edit:
+    qual = item.op.replace(".", "::", 1)
+    reg = _registration(qual, target_file)
+    inputs = tuple(item.details.aliased or ())
+    if reg is not None and not reg.kernel and reg.dialect != dialects.EXTENSION:  # registered in a loop: by its name
+        named = _defining_file(qual.split("::")[1], reg.file, target_file, strict=True)
+        reg = replace(reg, kernel=qual.split("::")[1]) if named else reg
+    if reg is not None and not reg.kernel and reg.dialect != dialects.EXTENSION:
+        raise Unfixable(f"the kernel of {qual} is not named where it is registered ({Path(reg.file).name}:{reg.line}): "
+                        "return a .clone() where it returns a view of its input")
+    if reg is None or not reg.kernel:
+        where = f" ({Path(reg.file).name}:{reg.schema_line})" if reg is not None and reg.file else ""
+        raise Unfixable(f"the kernel of {qual} is compiled code{where}: return a fresh tensor there (or declare the alias "
+                        "in its schema, Tensor(a) x -> Tensor(a), if it is meant to return a view) and rebuild")
+    file = _defining_file(reg.kernel, reg.file, target_file)
+    schema = f"'{qual.split('::')[1]}(Tensor(a) {inputs[0] if inputs else 'x'}) -> Tensor(a)'"
+    choice = (f"; if it is meant to return a view, declare the alias in its schema instead: {schema}"
+              if reg.dialect == dialects.LIBRARY else
+              f"; if it is meant to return a view, it needs a Library schema that declares the alias ({schema}): "
+              f"{reg.dialect} infers the schema and cannot express it")
+    return Edit(file, 0, f"return a copy where {reg.kernel} returns a view of {' or '.join(inputs) or 'its input'}{choice}",
+                lambda t, k=reg.kernel, i=inputs: clone_aliasing_returns(t, k, i)[0], ("alias", item.op))
+
+
+def _defining_file(function: str, first: str, target_file: Path, strict: bool = False) -> str:
+    """The file that defines module-level ``function`` (``first`` if it does; '' with ``strict`` when none does)."""
+    for path in [Path(first)] + _sources(target_file):
+        if re.search(rf"^def {re.escape(function)}\(", path.read_text(encoding="utf-8"), re.M):
+            return str(path)
+    return "" if strict else first
 
 
 def _hoist_change(item: Any) -> Edit:
@@ -359,7 +442,8 @@ def apply(changes: list[Edit]) -> tuple[dict[str, str], list[str], list[Left]]:
         if not path.exists():  # a new fakes module: the target imports it
             target = path.with_name(path.name.replace("_pcg_fakes.py", ".py"))
             base = texts.get(str(target), target.read_text(encoding="utf-8"))
-            texts[str(target)] = ensure_import(base, path.stem, f"import {path.stem}  # noqa: F401  (fake impls added by pcg-inspect fix)")
+            texts[str(target)] = ensure_import(base, path.stem, f"import {path.stem}  # noqa: F401  (fake impls added by pcg-inspect fix)",
+                                           after_loading=True)
     return texts, fixed, left
 
 

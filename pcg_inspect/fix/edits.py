@@ -87,9 +87,14 @@ def insert_after_statement(text: str, line: int, snippet: str) -> str:
     raise Unfixable(f"no top-level statement at line {line}")
 
 
-def ensure_import(text: str, module: str, line: Optional[str] = None) -> str:
+_LOADS = re.compile(r"\b(?:load_inline|load|load_library)\(")
+"""A top-level call that loads compiled ops (torch.utils.cpp_extension.load/load_inline, torch.ops.load_library)."""
+
+
+def ensure_import(text: str, module: str, line: Optional[str] = None, after_loading: bool = False) -> str:
     """Add ``import <module>`` (or ``line``) after the module's last top-level import unless it is there already
-    (after the last one: an import that registers ops may follow other statements)."""
+    (after the last one: an import that registers ops may follow other statements); with ``after_loading`` after
+    the last top-level statement that loads compiled ops, if that comes later (their fakes need the ops defined)."""
     statement = line or f"import {module}"
     if re.search(rf"^\s*{re.escape(statement)}\b", text, re.M) or (line is None and re.search(rf"^import {re.escape(module)}\b", text, re.M)):
         return text
@@ -97,6 +102,9 @@ def ensure_import(text: str, module: str, line: Optional[str] = None) -> str:
     body = list(tree.body)
     imports = [i for i, stmt in enumerate(body) if m.matches(stmt, m.SimpleStatementLine(body=[m.OneOf(m.Import(), m.ImportFrom())]))]
     last = imports[-1] if imports else (0 if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(m.SimpleString())])) else -1)
+    if after_loading:
+        loads = [i for i, stmt in enumerate(body) if isinstance(stmt, cst.SimpleStatementLine) and _LOADS.search(_code(stmt))]
+        last = max([last] + loads)
     new = cst.parse_statement(statement + "\n")
     return tree.with_changes(body=body[: last + 1] + [new] + body[last + 1:]).code
 
@@ -113,23 +121,6 @@ def set_mutates_args(text: str, op: str, names: tuple[str, ...]) -> str:
                     for a in node.args]
             return _rewrite(wrapper, {node: node.with_changes(args=args)})
     raise Unfixable(f"no @torch.library.custom_op(\"{qual}\", ...) in this file")
-
-
-def mark_schema_mutable(text: str, op: str, names: tuple[str, ...]) -> str:
-    """In a ``Library.define("<name>(Tensor x, Tensor cache) -> ...")`` schema, mark ``names`` written (``Tensor(a!)``)."""
-    name = op.split(".", 1)[1]
-    pattern = re.compile(rf"(define\(\s*[\"']){re.escape(name)}\(([^)]*)\)")
-    found = pattern.search(text)
-    if found is None:
-        raise Unfixable(f"no define(\"{name}(...)\") schema in this file")
-    letters = iter("bcdefghijklmnop")
-    args = []
-    for arg in found.group(2).split(","):
-        parts = arg.strip().rsplit(" ", 1)
-        if len(parts) == 2 and parts[1] in names and parts[0].startswith("Tensor") and "!" not in parts[0]:
-            arg = arg.replace(parts[0], f"Tensor({next(letters)}!)", 1)
-        args.append(arg)
-    return text[: found.start(2)] + ",".join(args) + text[found.end(2):]
 
 
 def replace_function(text: str, decorated_with: str, snippet: str) -> str:
@@ -222,3 +213,135 @@ def _enclosing(node: Any, parents: Any, kind: Any) -> Any:
 
 
 Edit = Callable[[str], str]
+
+
+def insert_before_statement(text: str, line: int, snippet: str) -> str:
+    """Insert top-level ``snippet`` before the top-level statement that covers ``line`` (and its decorators)."""
+    wrapper, positions, _ = _wrap(text)
+    body = list(wrapper.module.body)
+    for i, stmt in enumerate(body):
+        pos = positions[stmt]
+        if pos.start.line <= line <= pos.end.line:
+            new = list(cst.parse_module(snippet.rstrip() + "\n").body)
+            new[0] = new[0].with_changes(leading_lines=stmt.leading_lines)
+            blank = [cst.EmptyLine(), cst.EmptyLine()] if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) or \
+                isinstance(new[-1], (cst.FunctionDef, cst.ClassDef)) else []
+            return wrapper.module.with_changes(body=body[:i] + new + [stmt.with_changes(leading_lines=blank)] + body[i + 1:]).code
+    raise Unfixable(f"no top-level statement at line {line}")
+
+
+def set_call_argument(text: str, line: int, function: str, keyword: str, value: str, position: Optional[int] = None,
+                      drop: tuple[str, ...] = ()) -> str:
+    """In the call of ``function`` within the top-level statement at ``line`` (a decorator counts): pass
+    ``keyword=value`` (replacing it where it is passed by keyword or at ``position``), and drop the ``drop`` keywords."""
+    from .dialects import arg
+
+    wrapper, positions, parents = _wrap(text)
+    statement = next((s for s in wrapper.module.body if positions[s].start.line <= line <= positions[s].end.line), None)
+    calls = [n for n in positions if isinstance(n, cst.Call) and _code(n.func).split(".")[-1] == function
+             and statement is not None and _within(n, statement, parents)]
+    if not calls:
+        raise Unfixable(f"no call of {function} at line {line}")
+    call = calls[0]
+    new_value = cst.parse_expression(value)
+    current = arg(call, keyword, position)
+    args = [a for a in call.args if not (a.keyword is not None and a.keyword.value in drop)]
+    if current is not None:
+        args = [a.with_changes(value=new_value) if a is current else a for a in args]
+    else:
+        if args and args[-1].comma is not cst.MaybeSentinel.DEFAULT:
+            pass
+        elif args:
+            args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        no_space = cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace(""))
+        args.append(cst.Arg(value=new_value, keyword=cst.Name(keyword), equal=no_space))
+    if args and not (current is not None and current is call.args[-1]):
+        last = args[-1]
+        if last.comma is not cst.MaybeSentinel.DEFAULT and call.args[-1].comma is cst.MaybeSentinel.DEFAULT:
+            args[-1] = last.with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return _rewrite(wrapper, {call: call.with_changes(args=args)})
+
+
+def _within(node: Any, ancestor: Any, parents: Any) -> bool:
+    while node is not None:
+        if node is ancestor:
+            return True
+        node = parents.get(node)
+    return False
+
+
+def set_schema_mutable(text: str, name: str, names: tuple[str, ...]) -> str:
+    """In the ``define("<name>(...) -> ...")`` schema (or ``torch.library.define("ns::<name>", "(...) -> ...")``),
+    mark exactly ``names`` written (``Tensor(a!) x``) and unmark the others."""
+    found = re.search(rf"define\(\s*[\"']{re.escape(name)}\(", text) or \
+        re.search(rf"define\(\s*[\"'][\w.]+::{re.escape(name)}[\"']\s*,\s*[\"']\s*\(", text)
+    if found is None:
+        raise Unfixable(f"no define(\"{name}(...)\") schema in this file")
+    start = end = found.end()
+    depth = 1
+    while depth and end < len(text):
+        depth += {"(": 1, ")": -1}.get(text[end], 0)
+        end += 1
+    kept = set(re.findall(r"Tensor\(([a-z])\)", text[start: end - 1]))  # alias letters that stay
+    letters = iter(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in kept)
+    args = []
+    for piece in re.split(r",(?![^(]*\))", text[start: end - 1]):
+        parts = piece.strip().rsplit(" ", 1)
+        if len(parts) == 2 and parts[0].startswith("Tensor"):
+            bare = re.sub(r"\(([a-z])!\)", "", parts[0])
+            if parts[1] not in names:
+                typ = bare
+            elif re.search(r"\([a-z]\)", bare):  # an alias annotation: keep its letter, now written
+                typ = re.sub(r"\(([a-z])\)", r"(\1!)", bare, count=1)
+            else:
+                typ = bare.replace("Tensor", f"Tensor({next(letters)}!)", 1)
+            piece = piece.replace(parts[0], typ, 1)
+        args.append(piece)
+    return text[:start] + ",".join(args) + text[end - 1:]
+
+
+_VIEWS = {"view", "view_as", "reshape", "reshape_as", "t", "transpose", "permute", "unsqueeze", "squeeze", "flatten",
+          "unflatten", "narrow", "expand", "expand_as", "as_strided", "detach", "select", "split", "chunk", "unbind",
+          "diagonal", "movedim", "swapaxes", "swapdims", "T", "mT", "real", "imag", "view_as_real", "contiguous"}
+"""Tensor methods whose result may share the input's storage (``contiguous``/``reshape`` when nothing must move)."""
+
+
+def clone_aliasing_returns(text: str, function: str, inputs: tuple[str, ...]) -> tuple[str, list[int]]:
+    """In module-level ``function``, ``return <view of an input>`` -> ``return <...>.clone()``; the lines changed."""
+    wrapper, positions, _ = _wrap(text)
+    fn = next((s for s in wrapper.module.body if isinstance(s, cst.FunctionDef) and s.name.value == function), None)
+    if fn is None:
+        raise Unfixable(f"no module-level function {function} in this file")
+    swaps, lines = {}, []
+    for node in positions:
+        if isinstance(node, cst.Return) and node.value is not None and _within_function(node, fn, positions) \
+                and _view_of(node.value, inputs):
+            value = node.value
+            wrapped = value if isinstance(value, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) else \
+                cst.parse_expression(f"({_code(value)})")
+            swaps[node] = node.with_changes(value=cst.Call(func=cst.Attribute(value=wrapped, attr=cst.Name("clone"))))
+            lines.append(positions[node].start.line)
+    if not swaps:
+        raise Unfixable(f"{function} returns no view of {' or '.join(inputs)} directly (the alias comes from a helper): "
+                        "return a .clone() where it is made, or write into a declared mutable output")
+    return _rewrite(wrapper, swaps), sorted(lines)
+
+
+def _within_function(node: Any, fn: Any, positions: Any) -> bool:
+    a, b = positions[node], positions[fn]
+    return b.start.line <= a.start.line <= b.end.line
+
+
+def _view_of(expr: Any, inputs: tuple[str, ...]) -> bool:
+    """``x``, ``x[...]``, ``x.view(...)...`` with ``x`` an input: an expression that can alias the input."""
+    while True:
+        if isinstance(expr, cst.Name):
+            return expr.value in inputs
+        if isinstance(expr, cst.Subscript):
+            expr = expr.value
+        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _VIEWS:
+            expr = expr.func.value
+        elif isinstance(expr, cst.Attribute) and expr.attr.value in _VIEWS:
+            expr = expr.value
+        else:
+            return False
