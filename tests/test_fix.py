@@ -32,7 +32,7 @@ def _eager_output(spec, path):
     ("data_ptr", "if not torch.compiler.is_compiling() and (src.data_ptr() == dst.data_ptr()):"),
     ("side_effect", "if not torch.compiler.is_compiling():\n            print("),
     ("library_ops", '@torch.library.register_fake("fixable_lib::head_rows")'),
-    ("custom_op_no_fake", '@torch.library.register_fake("fixable_co::scale")'),
+    ("custom_op_no_fake", "@scale.register_fake\ndef _scale_fake(x, k):"),  # the custom_op dialect's own form
     ("lying_fake", "scores.new_empty((scores.shape[0], 4), dtype=torch.int64)"),
     ("mutations", "mutates_args=('cache', )"),
     ("host_call", "self._pcg_get_num_threads = torch.get_num_threads()"),
