@@ -448,6 +448,71 @@ def argument_names(overload: Any) -> list[str]:
     return [a.name for a in overload._schema.arguments]
 
 
+def specialisations() -> list[tuple[str, Any, list[tuple[str, int, str]]]]:
+    """Dynamic dims the current compile specialised to a constant: (source, value, stack as (file, line, function)).
+
+    From the ShapeEnv of the compile in progress (call it from a backend): ``specialization_stacks``
+    (source -> the Python stack where the guard pinned it) and ``replacements`` (symbol -> constant),
+    torch >= 2.6; an empty list where either is missing.
+    """
+    try:
+        from torch._guards import TracingContext
+
+        ctx = TracingContext.try_get()
+        env = ctx.fake_mode.shape_env if ctx is not None and ctx.fake_mode is not None else None
+        stacks = getattr(env, "specialization_stacks", None)
+        if not stacks:
+            return []
+        values = {}
+        for sym, sources in getattr(env, "var_to_sources", {}).items():
+            value = env.replacements.get(sym)
+            if value is not None and getattr(value, "is_number", False):
+                for src in sources:
+                    values[_source_name(src)] = int(value)
+        out = []
+        for src, frames in stacks.items():
+            name = _source_name(src)
+            out.append((name, values.get(name), [(f.filename, int(f.lineno or 0), f.name) for f in frames]))
+        return out
+    except Exception:
+        return []
+
+
+def _source_name(src: Any) -> str:
+    name = getattr(src, "name", "")
+    return name() if callable(name) else str(name)
+
+
+def is_tensor_value(value: Any) -> bool:
+    """A traced node's value is a tensor (a fake one), not a SymBool/SymInt or a Python value."""
+    return isinstance(value, torch.Tensor)
+
+
+def argument_defaults(overload: Any) -> dict[str, Any]:
+    """Schema defaults of an op's arguments (name -> value)."""
+    return {a.name: a.default_value for a in overload._schema.arguments if a.has_default_value()}
+
+
+def fake_function(overload: Any) -> Any:
+    """The Python function registered as an op's fake impl (None when there is none, or it is not Python):
+    ``custom_op``'s ``register_fake`` (``OPDEFS``), else the fake registry's kernel, unwrapped."""
+    import inspect
+
+    qual = f"{overload.namespace}::{overload._schema.name.split('::')[-1]}"
+    try:
+        from torch._library.custom_ops import OPDEFS
+
+        opdef = OPDEFS.get(qual)
+        if opdef is not None and getattr(opdef, "_abstract_fn", None) is not None:
+            return opdef._abstract_fn
+        from torch._library import simple_registry
+
+        kernel = simple_registry.singleton.find(qual).fake_impl.kernel
+        return inspect.unwrap(kernel.func) if kernel is not None else None
+    except Exception:
+        return None
+
+
 def mutable_args(overload: Any) -> tuple[str, ...]:
     """Arguments the schema marks written (``Tensor(a!)``)."""
     return tuple(a.name for a in overload._schema.arguments if a.alias_info is not None and a.alias_info.is_write)
@@ -543,9 +608,17 @@ def run_fake(func: Any, args: tuple, kwargs: dict) -> Any:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._pytree import tree_map
 
-    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
-        conv = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
-        return func(*tree_map(conv, args), **tree_map(conv, kwargs))
+    import logging
+
+    log = logging.getLogger("torch._subclasses.fake_tensor")  # logs a fake that raises at ERROR: the caller reports it
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+            conv = lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x  # noqa: E731
+            return func(*tree_map(conv, args), **tree_map(conv, kwargs))
+    finally:
+        log.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -38,6 +38,10 @@ CAUSES = {
                                "Pass output_size= the exact total of the repeats, from sizes known before forward "
                                "(e.g. num_tokens * top_k): torch.repeat_interleave(x, repeats, dim=0, output_size=total). "
                                "If the total is not fixed by construction, make the op a split op."),
+    "cond": Cause("cond", "branches on a device value (torch.cond with a tensor predicate), so the host reads the "
+                  "predicate at every call inside a captured piece",
+                  "Decide the branch before forward (a Python bool set before capture), or compute both branches and pick "
+                  "with torch.where, so nothing is read on the host; else make the op a split op."),
     "host_copy": Cause("host_copy", "copies a device tensor to the host inside a captured piece",
                        "Keep the value on the device, or move the host copy out of the compiled forward."),
     "pageable_copy": Cause("pageable_copy", "copies a pageable host tensor to the GPU inside capture",
@@ -55,6 +59,12 @@ CAUSES = {
                          "Remove the synchronize (a captured graph cannot wait on the host), or make the op a split op."),
     "kernel_sync": Cause("kernel_sync", "does something a capturing stream does not allow (a host sync or a device synchronize in its kernel)",
                          "Make the op a split op so it runs eagerly, or remove the host read / synchronize from its kernel."),
+    "nested_capture": Cause("nested_capture", "runs compiled code that captures or replays CUDA graphs of its own (a "
+                            "torch.compile mode=\"reduce-overhead\" helper, a torch.cuda.graph) or compiles during capture: "
+                            "a CUDA graph inside the engine's CUDA graph",
+                            "Inside ops run plain code: call the helper uncompiled or compile it without CUDA graphs "
+                            "(torch.compile(fn) or mode=\"max-autotune-no-cudagraphs\"), and call it at every shape before "
+                            "capture so nothing compiles while the engine captures."),
     "oom": Cause("oom", "ran out of GPU memory during capture",
                  "Capture fewer or smaller sizes, or free memory before capture (a smaller --tokens list shows where it starts)."),
     "unknown": Cause("unknown", "failed inside CUDA-graph capture",
@@ -92,6 +102,7 @@ def host_sync_cause(op: str) -> str:
 
 
 _ERROR_RULES = (
+    ("nested_capture", r"prepare for replay during capturing|during capturing stage|capture.* already (underway|in progress)"),
     ("pageable_copy", r"unless the CPU tensor is pinned|pageable"),
     ("stream_state", r"workspace|handle .*stream|for the current (CUDA )?stream|not initiali[sz]ed for"),
     ("other_stream", r"unjoined|isolation|cudaErrorStreamCaptureUnjoined|another stream|cudaErrorStreamCaptureIsolation"),
@@ -100,11 +111,19 @@ _ERROR_RULES = (
 )
 
 
-def capture_error_cause(error: str, op: str, syncs_inside: bool = False) -> str:
-    """The cause of an error raised inside capture, from its text and the op it was raised at."""
+COMPILED_CODE = ("/torch/_inductor/", "cudagraph_trees")
+"""Paths in a capture error's traceback that mean Inductor-compiled code ran (or compiled) inside the capture
+(``torch/_dynamo`` frames are no sign: a GraphModule's call passes through Dynamo's wrappers)."""
+
+
+def capture_error_cause(error: str, op: str, syncs_inside: bool = False, frames: tuple[str, ...] = ()) -> str:
+    """The cause of an error raised inside capture, from its text, the op it was raised at and (``frames``) the files
+    on its traceback."""
     for cause, pattern in _ERROR_RULES:
         if re.search(pattern, error):
             return cause
+    if any(part in f for f in frames for part in COMPILED_CODE):
+        return "nested_capture"
     sync = host_sync_cause(op)
     if sync:
         return sync

@@ -191,3 +191,42 @@ class TargetExitDetails(Details):
     """The exit code (a signal: minus its number)."""
     stack: tuple[str, ...] = ()
     """'file:line in function' of the target's frames when it exited, innermost last."""
+
+
+@dataclass(frozen=True)
+class ReproDetails(Details):
+    """Two eager calls on identical inputs (host_state, non_finite)."""
+
+    cause: str
+    """host_state: 'host_state', 'rng', 'host_tensor', 'path', 'output'; non_finite: 'op', 'output'."""
+    capture_size: Optional[int] = None
+    max_rel: float = 0.0
+    """Relative difference of the op's outputs between the two calls."""
+    other_op: str = ""
+    """'path': the op the second call ran instead."""
+
+    def match_key(self) -> str:
+        return self.cause
+
+
+@dataclass(frozen=True)
+class ParamDetails(Details):
+    """Parameters the forward rewrote in place (param_data_mutation)."""
+
+    parameters: tuple[str, ...]
+
+    def match_key(self) -> str:
+        return ",".join(self.parameters)
+
+
+@dataclass(frozen=True)
+class DivergenceDetails(Details):
+    """Side effects the compiled forward drops (compile_divergence)."""
+
+    effects: tuple[str, ...]
+    """What changed in eager and not (or otherwise) compiled: 'self.captured', 'hooks.ACTIVATIONS'."""
+    is_compiling_branch: bool = False
+    """An ``is_compiling()`` branch was found (the finding's line)."""
+
+    def match_key(self) -> str:
+        return ",".join(self.effects)

@@ -101,7 +101,11 @@ def is_user_file(path: str, roots: Sequence[str] = ()) -> bool:
     for d in _library_dirs():
         if p.startswith(d + os.sep):
             return False
-    return True
+    return not _GENERATED.search(p)
+
+
+_GENERATED = re.compile(r"[/\\](torchinductor_[^/\\]*|\.triton|triton_cache|torch_compile_cache)[/\\]")
+"""Code torch generates (Inductor's output, Triton's cache): never a line the user edits."""
 
 
 def own_file(path: str) -> bool:

@@ -15,8 +15,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .details import (BufferDetails, CaptureDetails, Details, ErrorDetails, GuardDetails, HostSyncDetails, OpDetails,
-                      RankDetails, SplitOutputDetails, TargetExitDetails, TimeoutDetails, TpMismatchDetails)
+from .details import (BufferDetails, CaptureDetails, Details, DivergenceDetails, ErrorDetails, GuardDetails, HostSyncDetails, OpDetails,
+                      ParamDetails, RankDetails, ReproDetails, SplitOutputDetails, TargetExitDetails, TimeoutDetails, TpMismatchDetails)
 
 
 @dataclass(frozen=True)
@@ -396,6 +396,69 @@ REPLAY_MISMATCH = declare(Kind(
     fix='Pass the value in as a tensor, keep it constant from capture on, or make the op a split op.',
     details=CaptureDetails,
     summary="differs from eager after replay",
+))
+
+HOST_STATE = declare(Kind(
+    "host_state",
+    title='An op that reads host state (eager is not a function of its inputs)',
+    severity='error',
+    means='Two eager calls on identical inputs (buffers and RNG state put back, deterministic algorithms on) give '
+          'different results, first at this op. An op that reads a Python counter, dict or per-step flag inside its '
+          'kernel replays the capture-time value forever under a CUDA graph, and nothing fails: the output is just '
+          'wrong (sglang 17839: GSM8K 0.855 -> 0.75 under PCG; 13469: `<pad>` garbage). It also defeats any check '
+          'against eager, which differs from call to call, so a replay cannot be called ok. Causes: `host_state` '
+          '(same inputs, another output), `rng` (a random op on a generator of its own), `host_tensor` (an input '
+          'built from a Python value), `path` (the second call ran other ops), `output` (only the forward\'s output '
+          'differed).',
+    example='STEP = {"n": 0}\n\n@torch.library.custom_op("ns::scale", mutates_args=())\ndef scale(x: torch.Tensor, w: '
+            'torch.Tensor) -> torch.Tensor:\n    STEP["n"] += 1\n    return x * w[STEP["n"] % w.shape[0]]',
+    fix='# pass the value in as a device tensor that the engine updates before each replay\nstep = torch.zeros((), '
+        'dtype=torch.long, device=x.device)  # a static buffer\nout = torch.ops.ns.scale(x, w, step)',
+    decision='the op reads state a CUDA graph freezes at capture: decide where the value comes from on each step (a '
+             'device tensor the engine updates before replay, an input of forward), or make the op a split op that '
+             'runs eagerly',
+    details=ReproDetails,
+))
+
+NON_FINITE = declare(Kind(
+    "non_finite",
+    title='NaN or Inf in the forward',
+    severity='error',
+    means='An op turned finite inputs into NaN or Inf in eager. NaN compares as no difference, so a replay check '
+          'would read `ok, max abs err 0` on garbage; the report names the first op that produced it instead.',
+    example='return torch.log(x - x.max())  # log(0) = -inf',
+    fix='Clamp or rescale before the op (torch.clamp_min(x, eps)), compute in float32, check for 0 before dividing.',
+    decision='a NaN/Inf that eager produces too: fix the arithmetic (overflow, log/div of 0) before judging capture',
+    details=ReproDetails,
+))
+
+PARAM_DATA_MUTATION = declare(Kind(
+    "param_data_mutation",
+    title='A parameter rewritten through `.data` in forward',
+    severity='error',
+    means='forward writes a parameter in place through `.data` or `set_` (`self.weight.data *= mask`). Dynamo and '
+          'AOT turn it into a storage swap, so the weight\'s address changes on every compiled call and a captured '
+          'graph keeps reading the old storage (pytorch 183313); in eager it compounds on every call.',
+    example='def forward(self, x):\n    self.weight.data *= self.mask\n    return x @ self.weight.t()',
+    fix='w = self.weight * self.mask  # keep the mask as a buffer and multiply\nreturn x @ w.t()',
+    decision='decide whether the rewrite belongs at load time (do it once, outside forward) or is a per-call mask '
+             '(keep the mask as a buffer and multiply)',
+    details=ParamDetails,
+))
+
+COMPILE_DIVERGENCE = declare(Kind(
+    "compile_divergence",
+    title='The compiled forward drops a side effect the eager one has',
+    severity='error',
+    means='One call at the same size, eager and compiled: a module attribute, buffer, list or global that the eager '
+          'forward changes is left unchanged (or changed otherwise) by the compiled one. No graph break, the same '
+          'tensors, and the served model silently differs from the one you tested: typically a branch on '
+          '`torch.compiler.is_compiling()` that skips forward hooks, activation capture or a counter (pytorch 173452).',
+    example='if not torch.compiler.is_compiling():\n    self.captured.append(h.detach())  # activation capture',
+    fix='self.captured.append(h.detach())  # the same in both, or move it out of the compiled region',
+    decision='decide whether the effect belongs in the served model: keep it for both (no is_compiling() branch) or '
+             'move it out of the compiled region',
+    details=DivergenceDetails,
 ))
 
 declare(Kind(

@@ -29,6 +29,8 @@ class CapturedGraph:
     capture_sizes: list[int] = field(default_factory=list)
     recorded: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     """Capture size -> the graph's real inputs at the capture call (cloned before it ran)."""
+    pinned: list[tuple[str, Any, list[tuple[str, int, str]]]] = field(default_factory=list)
+    """Dynamic dims this compile specialised to a constant: (source, value, Python stack) (``compat.specialisations``)."""
 
 
 @dataclass
@@ -68,6 +70,8 @@ class TraceResult:
     sizes_per_break: dict[int, Optional[int]] = field(default_factory=dict)
     """Index into ``breaks`` -> capture size being run when it happened."""
     dynamic: str = "maybe"
+    effects: Optional[dict[Any, str]] = None
+    """``analyze.effects.delta`` of the first compiled call (side effects, for compile_divergence)."""
 
 
 def trace_target(
@@ -100,23 +104,32 @@ def trace_target(
                 if on_progress:
                     on_progress(f"tracing at {call.tokens} tokens" if call.tokens else "tracing")
                 _mark(call, dynamic)
-                _call_size(rec, compiled, call, calls_per_size, events)
+                _call_size(rec, compiled, call, calls_per_size, events,
+                           (target.module, target.roots) if call is calls[0] else None)
     finally:
         compat.reset()  # drop Dynamo's references to the module and its caches
     return TraceResult(
-        rec.graphs, events.breaks, rec.guard_sets, rec.recompiles, rec.call_errors, rec.sizes_per_break, dynamic
+        rec.graphs, events.breaks, rec.guard_sets, rec.recompiles, rec.call_errors, rec.sizes_per_break, dynamic,
+        rec.effects,
     )
 
 
-def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int, events: Any) -> None:
+def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int, events: Any,
+               watched: Optional[tuple[Any, Any]] = None) -> None:
     import torch
+
+    from .analyze.effects import delta, snapshot
 
     for i in range(calls_per_size):
         rec.size, rec.call = call.tokens, i + 1
         n_before = len(events.breaks)
+        # the first compiled call's side effects (compile_divergence): (the module, the user's roots)
+        before = snapshot(*watched) if watched is not None and i == 0 else None
         try:
             with torch.no_grad():
                 compiled(*call.args, **call.kwargs)
+            if before is not None:
+                rec.effects = delta(before, snapshot(*watched))
         except Exception as exc:  # the target itself failed (after Dynamo's fallback)
             rec.call_errors.append(RawCallError(call.tokens, exc))
             return
@@ -144,11 +157,13 @@ class _Recorder:
         self.pending_fails: list[compat.RawGuardFail] = []
         self.size: Optional[int] = None
         self.call = 0
+        self.effects: Optional[dict[Any, str]] = None
         self.calls_per_size = 2
         self.record = True
 
     def backend(self, gm: Any, example_inputs: Any) -> Callable[..., Any]:
-        g = CapturedGraph(len(self.graphs), compat.current_compile_id(), gm, compat.current_frame_code())
+        g = CapturedGraph(len(self.graphs), compat.current_compile_id(), gm, compat.current_frame_code(),
+                          pinned=compat.specialisations())
         self.graphs.append(g)
         forward = gm.forward
 

@@ -19,11 +19,13 @@ from ..load import Target
 from ..report import Finding, GraphBreak, GuardSet, Recompile
 from ..trace import TraceResult
 from .breaks import build_breaks
-from .guards import build_guard_sets, build_recompiles, recompile_findings
+from .effects import divergence_findings
+from .guards import build_guard_sets, build_recompiles, pinned_findings, recompile_findings
 from .hostsync import host_sync_findings
 from .observe import Observation, observe
 from .ops import op_findings
 from .reach import reached_lines
+from .repro import repro_findings
 from .source import data_ptr_findings
 from .state import buffer_findings, state_guard_findings
 
@@ -56,7 +58,10 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
     recompiles = build_recompiles(result.recompiles)
     reached = reached_lines(result.graphs, breaks)
     findings: list[Finding] = _fatal_findings(breaks)
-    findings += recompile_findings(recompiles, roots)
+    pinned = pinned_findings(result.graphs, roots)
+    findings += pinned
+    findings += [f for f in recompile_findings(recompiles, roots)  # a pinned dim explains "compiled static at first"
+                 if not (pinned and f.details.cause == "static_first")]
     findings += _call_error_findings(result, roots, obs)
     if obs is not None:
         findings += op_findings(obs, result.graphs, breaks, reached, roots)
@@ -64,6 +69,9 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
     findings += data_ptr_findings(result.graphs, breaks, roots)
     findings += _opaque_findings(breaks)
     findings += buffer_findings(target.module, obs, reached, roots)
+    findings += repro_findings(obs.repro if obs is not None else None, target.module, roots)
+    findings += divergence_findings(obs.effects if obs is not None else None, result.effects, target.module, roots,
+                                    max((c.tokens or 0 for c in target.calls), default=None) or None)
     findings += _new_state_guards(state_guard_findings(result.guard_sets, reached, roots), findings)
     return Analysis(tuple(breaks), tuple(findings), tuple(build_guard_sets(result.guard_sets)), tuple(recompiles),
                     obs, frozenset(reached))

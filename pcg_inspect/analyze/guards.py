@@ -179,3 +179,46 @@ def first_graph_of(guard_sets: Sequence[GuardSet], compile_id: str) -> Optional[
         if gs.compile_id == compile_id:
             return gs.graph
     return None
+
+
+def pinned_findings(graphs: Sequence[Any], roots: Sequence[str]) -> list[Finding]:
+    """shape_specialization warnings for dynamic token dims a compile pinned to a constant, at the user line that
+    pinned them (the ShapeEnv's specialisation stack), with the capture sizes that got a static graph."""
+    by_line: dict[tuple[str, int], dict] = {}
+    symbolic = sorted({s for g in graphs if not g.pinned for s in g.capture_sizes})
+    for g in graphs:
+        for source, value, stack in g.pinned:
+            user = [(f, ln, fn) for f, ln, fn in stack if is_user_file(f, roots)]
+            if not user:
+                continue
+            file, line, function = user[-1]
+            e = by_line.setdefault((file, line), {"function": function, "sources": [], "sizes": set(), "values": set()})
+            if source not in e["sources"]:
+                e["sources"].append(source)
+            e["sizes"].update(g.capture_sizes)
+            if value is not None:
+                e["values"].add(value)
+    out = []
+    for (file, line), e in by_line.items():
+        sizes = sorted(e["sizes"])
+        to = f" to {', '.join(map(str, sorted(e['values'])))}" if e["values"] else ""
+        dyn = f"; symbolic at {', '.join(map(str, symbolic))}" if symbolic else ""
+        names = ", ".join(_readable(s) for s in e["sources"])
+        out.append(Finding(
+            kind="shape_specialization", severity="warning", file=file, line=line, function=e["function"],
+            code=source_line(file, line),
+            message=f"the token dim ({names}) was specialised{to} here: the graph for {', '.join(map(str, sizes))} tokens "
+                    f"is static{dyn}: Dynamo said nothing (maybe_mark_dynamic), each size this pins compiles a graph of "
+                    "its own, and sglang's piecewise backend captures only graphs with a symbolic token size",
+            hint="Do not compare the token size with a constant or narrow it to a constant in the compiled region: slice "
+                 "with the size itself (x[: x.shape[0]]), state bounds with torch._check(x.shape[0] <= N), or decide the "
+                 "branch before forward.",
+            details=GuardDetails(guard="; ".join(e["sources"]) + to.replace(" to ", " == "), cause="pinned",
+                                 capture_sizes=tuple(sizes), tensors=tuple(e["sources"])),
+        ))
+    return out
+
+
+def _readable(source: str) -> str:
+    """L['x'].size()[0] -> x.size()[0]"""
+    return re.sub(r"L\['(\w+)'\]", r"\1", source)

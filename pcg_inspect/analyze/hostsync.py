@@ -76,6 +76,8 @@ def node_sync_cause(node: Any) -> str:
     label = op_label(node).lstrip(".")
     if node.op == "call_method" and label in _HOST_COPY_METHODS:
         return host_sync_cause(label)
+    if label == "cond" and node.args and compat.is_tensor_value(_value(node.args[0]) if hasattr(node.args[0], "meta") else None):
+        return "cond"  # torch.cond on a device predicate: read on the host at every call
     bound = compat.unbacked_bindings(node)
     if not bound or any(compat.has_unbacked(_value(a)) for a in node.all_input_nodes):
         return ""  # no new data-dependent size, or one derived from an earlier sync (reported there)
@@ -127,8 +129,9 @@ def _finding(op: str, cause: str, seen_in: str, site: tuple[str, int], graph: Op
     }[seen_in]
     return Finding(
         kind="host_sync", severity="error",
-        message=f"{op} {where}: it {CAUSES[cause].what}. sglang compiles it (fullgraph=True keeps it as an "
-        "unbacked size, no graph break) and CUDA-graph capture of the piece then fails on the host sync",
+        message=f"{op} {where}: it {CAUSES[cause].what}. sglang compiles it ("
+        + ("no graph break" if cause == "cond" else "fullgraph=True keeps it as an unbacked size, no graph break")
+        + ") and CUDA-graph capture of the piece then fails on the host sync",
         file=file, line=line, code=source_line(file, line), op=inside or op,
         hint=CAUSES[cause].hint,
         fix=f'SPLIT_OPS = ["{inside.replace(".", "::", 1)}"]  # sglang: @register_split_op() on its definition' if inside else "",

@@ -17,6 +17,7 @@ from .. import _torch_compat as compat
 from ..causes import host_sync_cause
 from ..errors import one_line
 from ..frames import is_user_file, live_user_frame
+from .effects import delta, snapshot
 from .sizes import equal_expressions
 
 
@@ -34,6 +35,8 @@ class OpCall:
     aliased: list[str]
     fake_outputs: Optional[list[tuple]] = None
     fake_error: str = ""
+    omitted: list[str] = field(default_factory=list)
+    """Arguments the caller left out (the schema's default filled in)."""
     alias_refused: bool = False
     """torch.library.custom_op refused the kernel's output as an alias of an input (the eager call raised);
     ``aliased`` then lists every tensor argument (which one is not known)."""
@@ -51,6 +54,8 @@ class OpInfo:
     returns_nothing: bool
     mutates_unknown: bool = False
     """Declared with mutates_args="unknown"."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Schema defaults (name -> value)."""
     calls: list[OpCall] = field(default_factory=list)
     sites: list[tuple[str, int]] = field(default_factory=list)
     """User lines that called it (eager Python stack)."""
@@ -95,6 +100,10 @@ class Observation:
     state_changes: list[StateChange] = field(default_factory=list)
     errors: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
     """('Type: message', the deepest user line it was raised at) per eager failure."""
+    repro: Any = None
+    """``repro.Repro``: two eager calls on identical inputs, op by op (None when not checked)."""
+    effects: Optional[dict[Any, str]] = None
+    """``effects.delta`` of the first eager call (side effects, for compile_divergence)."""
 
 
 def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observation:
@@ -117,13 +126,20 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observat
         a = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in c.args]
         k = {n: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for n, v in c.kwargs.items()}
         before = _tensor_attributes(module)
+        snap = snapshot(module, roots) if c is chosen[0] else None
         try:
             with torch.no_grad(), compat.quiet_fx_errors(), _observer(obs, roots, c.tokens):
                 module(*a, **k)
+            if snap is not None:
+                obs.effects = delta(snap, snapshot(module, roots))
         except Exception as exc:
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_file(f.filename, roots)]
             obs.errors.append((one_line(exc), (frames[-1].filename, int(frames[-1].lineno or 0)) if frames else ("", 0)))
         _state_changes(obs, before, _tensor_attributes(module))
+    if chosen and not obs.errors:
+        from .repro import check
+
+        obs.repro = check(module, chosen[-1], roots)  # the smallest size: two more eager calls, op by op
     return obs
 
 
@@ -202,7 +218,7 @@ def _op_info(obs: Observation, func: Any) -> OpInfo:
     if info is None:
         info = OpInfo(name=name, overload=func, has_fake=compat.has_fake_kernel(func),
                       declared_mutable=list(compat.mutable_args(func)), returns_nothing=compat.returns_nothing(func),
-                      mutates_unknown=compat.mutates_unknown(func))
+                      mutates_unknown=compat.mutates_unknown(func), defaults=compat.argument_defaults(func))
         obs.ops[name] = info
     return info
 
@@ -211,7 +227,8 @@ def _observe_call(mode: Any, info: OpInfo, func: Any, args: tuple, kwargs: dict,
     import torch
 
     names = compat.argument_names(func)
-    bound = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
+    omitted = [n for n in names[len(args):] if n not in kwargs]
+    bound = list(args) + [kwargs[n] if n in kwargs else info.defaults.get(n) for n in names[len(args):]]
     before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in bound]
     versions = [compat.version_counter(a) if isinstance(a, torch.Tensor) else 0 for a in bound]
     storages = {i: a.untyped_storage().data_ptr() for i, a in enumerate(bound) if isinstance(a, torch.Tensor)}
@@ -230,7 +247,7 @@ def _observe_call(mode: Any, info: OpInfo, func: Any, args: tuple, kwargs: dict,
     aliased = list(dict.fromkeys(names[i] for o in outs for i, ptr in storages.items() if o.untyped_storage().data_ptr() == ptr))
     call = OpCall(
         tokens=tokens, arg_names=names,
-        args=[_record(a) for a in bound], outputs=[_layout(o) for o in outs],
+        args=[_record(a) for a in bound], outputs=[_layout(o) for o in outs], omitted=omitted,
         mutated=mutated, aliased=aliased,
     )
     if info.has_fake:

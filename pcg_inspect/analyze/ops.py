@@ -48,6 +48,10 @@ def op_findings(obs: Observation, graphs: Sequence[Any], breaks: Sequence[Any], 
         if not info.has_fake:
             out.append(_unregistered(info, at))
         out += _mutation_findings(info, at)
+        dropped = _dropped_defaults(info)
+        if dropped:
+            out.append(_dropped_default_finding(info, dropped, at))
+            continue
         mism = None if name in named else _fake_mismatch(info)  # a fake that raises is the break itself
         if mism:
             out.append(Finding(
@@ -135,6 +139,39 @@ def _overdeclared(info: OpInfo, unused: list[str], at: dict[str, Any]) -> Findin
     )
 
 
+def _dropped_defaults(info: OpInfo) -> list[str]:
+    """Arguments the callers left to the schema default that the fake impl's signature requires."""
+    import re
+
+    out: list[str] = []
+    for c in info.calls:
+        if c.fake_outputs is None and "required" in c.fake_error and "argument" in c.fake_error:
+            out += [n for n in re.findall(r"'(\w+)'", c.fake_error.split("argument", 1)[1]) if n in c.omitted and n in info.defaults]
+    return list(dict.fromkeys(out))
+
+
+def _dropped_default_finding(info: OpInfo, dropped: list[str], at: dict[str, Any]) -> Finding:
+    import inspect
+
+    from .. import _torch_compat as compat
+
+    fn = compat.fake_function(info.overload)
+    try:
+        file, line = inspect.getsourcefile(fn) or "", inspect.getsourcelines(fn)[1]
+        line += next((i for i, ln in enumerate(inspect.getsourcelines(fn)[0]) if ln.lstrip().startswith("def ")), 0)
+    except (OSError, TypeError):
+        file, line = at["file"], at["line"]
+    defaults = ", ".join(f"{n}={info.defaults[n]!r}" for n in dropped)
+    calls = ", ".join(f"{f.rsplit('/', 1)[-1]}:{ln}" for f, ln in info.sites if f) or "the calls"
+    return Finding(
+        kind="fake_impl_mismatch", severity="error", op=info.name, file=file, line=line, code=source_line(file, line),
+        message=f"the fake impl of {_qual(info)} drops the schema default {defaults}: the calls that omit it ({calls}) "
+                "raise in the fake under fullgraph=True, though eager runs",
+        hint=f"Give the fake the schema's defaults ({defaults}), as below.",
+        fix=fake_impl_from_observation(info), details=_details(info),
+    )
+
+
 def _details(info: OpInfo) -> OpDetails:
     c = info.calls[0]
     return OpDetails(
@@ -180,7 +217,7 @@ def fake_impl_from_observation(info: OpInfo) -> str:
     c0 = info.calls[0]
     names = c0.arg_names
     qual = info.name.replace(".", "::", 1)
-    sig = ", ".join(names)
+    sig = ", ".join(f"{n}={info.defaults[n]!r}" if n in info.defaults else n for n in names)
     body: list[str] = []
     exprs = [_out_expr(i, info) for i in range(len(c0.outputs))]
     if not exprs:

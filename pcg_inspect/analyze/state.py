@@ -125,7 +125,15 @@ def state_guard_findings(raw_guard_sets: Sequence[Any], reached: set[tuple[str, 
     for gs in raw_guard_sets:
         code = gs.code
         for g in gs.guards:
-            if g.source in seen or not _pins_python_value(g):
+            if g.source in seen:
+                continue
+            if _mutable_attribute(g):  # a module's list/dict: state, unlike its scalar config flags
+                file, line = _reading_line(g.source, reached, roots)
+                items = [e for e in gs.guards if e.source.startswith(g.source + "[") and e.type == "CONSTANT_MATCH"]
+                seen[g.source] = _container_finding(g, items, file or (code.co_filename if code else ""),
+                                                    line or (code.co_firstlineno if code else 0), code.co_name if code else "")
+                continue
+            if not _pins_python_value(g):
                 continue
             file, line = _reading_line(g.source, reached, roots)
             if not file and code is not None:
@@ -182,6 +190,28 @@ def _pins_python_value(g: Any) -> bool:
         return True  # G['ctx'].flag, G['ARGS']['key']: a field of a shared object
     name = top.group(1)
     return isinstance(g.value, (bool, type(None))) and not name.isupper()  # a lowercase module-level flag
+
+
+def _mutable_attribute(g: Any) -> bool:
+    """A length guard on a list or dict held by a module (``len(self.scales) == 2``): Dynamo unrolled it."""
+    return (g.type == "SEQUENCE_LENGTH" and not g.is_global and "self" in g.source
+            and bool(re.search(r"type=<class '(list|dict)'>", g.code or "")))
+
+
+def _container_finding(g: Any, items: Sequence[Any], file: str, line: int, function: str) -> Finding:
+    kind = "dict" if "<class 'dict'>" in (g.code or "") else "list"
+    length = re.search(r"len\([^)]*\) == (\d+)", g.code or "")
+    values = ", ".join(repr(e.value) for e in items if e.has_value)
+    what = f"{g.source} (a {kind}" + (f" of length {length.group(1)}" if length else "") + (f": [{values}]" if values else "") + ")"
+    return Finding(
+        kind="python_state_guard", severity="warning",
+        message=f"the captured graph bakes in {what}: Dynamo unrolled it into the graph and guards on its length and "
+        "contents, so a change after capture (an append, a per-step update) recompiles or replays the captured values",
+        file=file, line=line, function=function, code=source_line(file, line),
+        hint="Keep it fixed from capture on (a tuple set in __init__ says so), or hold the values in a tensor buffer the "
+        "graph reads.",
+        details=GuardDetails(guard=g.code or g.source, cause="baked", source=g.source),
+    )
 
 
 def _guard_finding(g: Any, file: str, line: int, function: str) -> Finding:

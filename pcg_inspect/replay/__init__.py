@@ -95,6 +95,10 @@ def _replay_cuda(inputs: Sequence[ReplayInput], split_ops: Sequence[str], isolat
     from .. import _torch_compat as compat
     from .cuda import SizeRun
 
+    # The target's own compiled code (a torch.compile helper inside an op) starts from nothing, as in the engine:
+    # our trace and eager checks called it many times, and a CUDA-graph tree it keeps would be far past the
+    # warm-up count the engine's capture meets it at.
+    compat.reset()
     stream = torch.cuda.Stream()  # sglang: one global graph-capture stream for every size
     runs = [SizeRun(ri, split_ops, isolate, stream) for ri in inputs]
     sizes, facts = [], []

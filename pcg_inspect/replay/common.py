@@ -113,6 +113,12 @@ def compare(actual: Any, expected: Any, skip: frozenset[int] = frozenset()) -> t
             close &= same
             continue
         a64, e64 = a.detach().double().cpu(), e.detach().double().cpu()
+        finite_a, finite_e = torch.isfinite(a64), torch.isfinite(e64)
+        if not (bool(finite_a.all()) and bool(finite_e.all())):  # NaN/Inf: never "no difference"
+            same = bool(torch.equal(finite_a, finite_e)) and bool(torch.equal(a64[~finite_a].nan_to_num(), e64[~finite_e].nan_to_num()))
+            max_abs = max_rel = math.nan if same and not math.isinf(max_abs) else math.inf
+            close = False
+            continue
         diff = (a64 - e64).abs()
         if diff.numel():
             max_abs = max(max_abs, float(diff.max()))
@@ -120,6 +126,17 @@ def compare(actual: Any, expected: Any, skip: frozenset[int] = frozenset()) -> t
         rtol, atol = _tol(a.dtype)
         close &= bool(torch.allclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True))
     return max_abs, max_rel, close
+
+
+NON_FINITE_MESSAGE = "the output holds NaN/Inf, eager's too: no difference can be measured (see the non_finite finding)"
+
+
+def non_finite_message(abs_err: float, fallback: str) -> str:
+    """A size's or piece's message: NaN/Inf said as such (``compare`` returns nan for NaN/Inf on both sides,
+    inf when only one side has them)."""
+    if math.isnan(abs_err):
+        return NON_FINITE_MESSAGE
+    return fallback
 
 
 def _tol(dtype: Any) -> tuple[float, float]:

@@ -7,11 +7,13 @@ first node that differs between two runs is named.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Optional, Sequence
 
 from ..report import PieceReplay, SizeReplay
-from .common import NodeRunner, ReplayInput, clone, compare, first_difference, fresh_args, uninitialised_outputs
+from .common import (NodeRunner, ReplayInput, clone, compare, first_difference, fresh_args, non_finite_message,
+                     uninitialised_outputs)
 from .localise import Mismatch, PieceFacts, classify_mismatch
 
 
@@ -35,14 +37,15 @@ def replay_size(ri: ReplayInput, split_ops: Sequence[str]) -> tuple[SizeReplay, 
             out = it.module(*clone(saved_in))
             us = (time.perf_counter() - t0) * 1e6
             abs_e, rel_e, close = compare(out, saved_out, uninitialised_outputs(it.module))
-            msg = "" if close else "re-running the piece on its recorded inputs gave another result (it reads state that changed)"
+            msg = "" if close else non_finite_message(abs_e, "re-running the piece on its recorded inputs gave another result "
+                                                      "(it reads state that changed)")
             pieces.append(PieceReplay(it.graph_id, it.is_split, "ok" if close else "mismatch", abs_e, rel_e, us, 0.0, msg))
-            if not close and not it.is_split:
+            if not close and not it.is_split and not math.isnan(abs_e):
                 mismatch = _first_differing_node(it.module, saved_in)
                 facts.append(PieceFacts(ri.capture_size, ri.graph_index, it.graph_id, mismatch=mismatch))
     abs_e, rel_e, close = compare(actual, expected)
     status = "ok" if close and all(p.status == "ok" for p in pieces) else "mismatch"
-    msg = "" if close else "the split module differs from the unsplit graph on the same fresh inputs"
+    msg = "" if close else non_finite_message(abs_e, "the split module differs from the unsplit graph on the same fresh inputs")
     return SizeReplay(ri.capture_size, ri.graph_index, status, tuple(pieces), abs_e, rel_e, 0.0, 0, msg), facts
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import traceback
 import time
 from typing import Any, Iterator, Optional, Sequence
 from unittest import mock
@@ -25,8 +26,8 @@ from unittest import mock
 from .. import _torch_compat as compat
 from ..errors import one_line
 from ..report import PieceReplay, SizeReplay
-from .common import (RMSE_MULTIPLIER, NodeRunner, ReplayInput, call_nodes, clone, compare, first_difference, fresh_args, rmse,
-                     uninitialised_outputs, worst_status)
+from .common import (RMSE_MULTIPLIER, NodeRunner, ReplayInput, call_nodes, clone, compare, first_difference, fresh_args,
+                     non_finite_message, rmse, uninitialised_outputs, worst_status)
 from .localise import Failure, Mismatch, PieceFacts, classify_mismatch
 
 TIMING_RUNS = 20
@@ -72,7 +73,8 @@ def capture(module: Any, args: Sequence[Any], pool: Any, stream: Any, first: boo
     except Exception as exc:
         error = primary or exc
         node = runner.node if primary is not None else None
-        failure = Failure(one_line(error), "capture", node, runner.index if node is not None else -1)
+        failure = Failure(one_line(error), "capture", node, runner.index if node is not None else -1,
+                          frames=tuple((fs.filename, int(fs.lineno or 0)) for fs in traceback.extract_tb(error.__traceback__)))
         failure.sticky = not healthy()
         return None, None, failure, runner
     return graph, out, None, runner
@@ -115,6 +117,7 @@ class SizeRun:
         self.pool = torch.cuda.graph_pool_handle()
         self.static = [clone(a) for a in ri.args]  # the runner's static input buffers
         self.ms: dict[str, float] = {}
+        self.reproducible = True
         self.results: dict[str, tuple[float, float, bool]] = {}
 
     def warm_up(self) -> bool:
@@ -183,6 +186,9 @@ class SizeRun:
         with torch.no_grad():
             ref = _reference_fp64(self.ri.gm, self.static)
             eager = self.ri.gm(*clone(self.static))
+            # a reference is one only if eager is a function of its inputs (an op reading host state is not)
+            again, _, same = compare(self.ri.gm(*clone(self.static)), eager)
+            self.reproducible = same or math.isnan(again)  # nan: NaN/Inf in the same places in both calls
             try:
                 actual = _Driver(self, "replay").run(*self.static)
             except _Abort:
@@ -212,13 +218,18 @@ class SizeRun:
         actual, eager, ref = check
         abs_e, rel_e, close = compare(actual, eager)
         ratio, ok = 0.0, close
-        if ref is not None:  # the accuracy minifier's criterion against the wide reference
+        if ref is not None and self.reproducible:  # the accuracy minifier's criterion against the wide reference
             r_c, r_e = rmse(actual, ref), rmse(eager, ref)
             ratio = r_c / r_e if r_e > 0 else (0.0 if r_c == 0 else math.inf)
             ok = close or r_c <= RMSE_MULTIPLIER * r_e + 1e-12
+        message = non_finite_message(abs_e, "whole model differs from eager on fresh inputs")
+        if not self.reproducible:  # eager differs from itself: there is no reference to be ok against
+            ok = False
+            message = ("eager gives another result on a second call with the same inputs (host state: see host_state): "
+                       "there is no reproducible reference, so this replay is not called ok")
         status = worst_status(["ok" if ok else "mismatch"] + [p.status for p in pieces])
         return SizeReplay(status=status, pieces=tuple(pieces), max_abs_err=abs_e, max_rel_err=rel_e, rmse_ratio=round(ratio, 4),
-                          message="" if ok else "whole model differs from eager on fresh inputs", **base)
+                          message="" if ok else message, **base)
 
     def _piece_record(self, it: Any, timings: dict[str, tuple[float, float]]) -> PieceReplay:
         p = self.pieces.get(it.submod_name)
@@ -233,7 +244,7 @@ class SizeRun:
             msg = (f"{p.stale_inputs} input address(es) changed since capture: replaying would read freed memory "
                    "(sglang's debug mode asserts here); make the producer write into a buffer allocated in a captured piece")
         elif not close:
-            msg = "the replayed graph differs from the same piece run eagerly on the same inputs"
+            msg = non_finite_message(abs_e, "the replayed graph differs from the same piece run eagerly on the same inputs")
         return PieceReplay(it.graph_id, it.is_split, "ok" if close else "mismatch", abs_e, rel_e, eager_us, graph_us, msg)
 
     def _facts(self) -> list[PieceFacts]:
@@ -383,7 +394,7 @@ class _Driver:
             raise _Abort() from exc
         result = compare(piece.output, expected, uninitialised_outputs(piece.module))
         self.run_.results[piece.name] = result
-        if not result[2]:
+        if not result[2] and not math.isnan(result[0]):  # nan: NaN/Inf on both sides, the non_finite finding says where
             self.run_.localise_mismatch(piece, args)
         return piece.output
 

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 
 from ..causes import CAUSES, capture_error_cause, mismatch_cause
 from ..details import CaptureDetails, ErrorDetails
-from ..frames import node_user_location, source_line
+from ..frames import is_user_file, node_user_location, source_line
 from ..report import Finding
 
 
@@ -28,6 +28,8 @@ class Failure:
     """For a bisection that had to stop: the prefix range still to search."""
     syncs_inside: bool = False
     """The op at the node is a custom op whose kernel was seen syncing in the eager run."""
+    frames: tuple[tuple[str, int], ...] = ()
+    """(file, line) of the primary error's traceback, outermost first (where inside a kernel it was raised)."""
 
 
 @dataclass
@@ -82,8 +84,12 @@ def capture_finding(facts: PieceFacts, roots: Sequence[str], function: str = "")
                                + (f" at {op}" if op else "") + f": {f.error}",
                        hint="The forward fails on the GPU even without capture: fix it first.",
                        details=ErrorDetails(exception=f.error, capture_size=facts.capture_size))
-    cause = capture_error_cause(f.error, op, f.syncs_inside)
+    cause = capture_error_cause(f.error, op, f.syncs_inside, tuple(fr for fr, _ in f.frames))
     file, line = node_user_location(f.node, roots) if f.node is not None else ("", 0)
+    # the line that calls the compiled helper inside the op's kernel (a compiled function's own frame shows its def)
+    inner = [fr for fr in f.frames if is_user_file(fr[0], roots) and not source_line(*fr).startswith(("def ", "async def "))]
+    if cause == "nested_capture" and inner:
+        file, line = inner[-1]
     where = f"at {op}" if op else "(no single op: the error surfaced when capture ended)"
     phase = {"warmup": "eager warm-up", "capture": "CUDA-graph capture", "replay": "graph replay"}.get(f.phase, f.phase)
     return Finding(
