@@ -203,25 +203,23 @@ def _container_finding(g: Any, items: Sequence[Any], file: str, line: int, funct
     length = re.search(r"len\([^)]*\) == (\d+)", g.code or "")
     values = ", ".join(repr(e.value) for e in items if e.has_value)
     what = f"{g.source} (a {kind}" + (f" of length {length.group(1)}" if length else "") + (f": [{values}]" if values else "") + ")"
-    return Finding(
-        kind="python_state_guard", severity="warning",
-        message=f"the captured graph bakes in {what}: Dynamo unrolled it into the graph and guards on its length and "
-        "contents, so a change after capture (an append, a per-step update) recompiles or replays the captured values",
-        file=file, line=line, function=function, code=source_line(file, line),
-        hint="Keep it fixed from capture on (a tuple set in __init__ says so), or hold the values in a tensor buffer the "
-        "graph reads.",
-        details=GuardDetails(guard=g.code or g.source, cause="baked", source=g.source),
-    )
+    return _baked(f"the captured graph bakes in {what}: Dynamo unrolled it into the graph and guards on its length and "
+                  "contents, so a change after capture (an append, a per-step update) recompiles or replays the captured "
+                  "values",
+                  "Keep it fixed from capture on (a tuple set in __init__ says so), or hold the values in a tensor buffer "
+                  "the graph reads.", g.code or g.source, g.source, file, line, function)
 
 
 def _guard_finding(g: Any, file: str, line: int, function: str) -> Finding:
     text = g.code or f"{g.source} == {g.value!r}"
-    return Finding(
-        kind="python_state_guard", severity="warning",
-        message=f"the captured graph bakes a global in: {text}. Every capture size is compiled with this value; if it "
-        "differs at serving time the engine recompiles after capture or replays the path of the captured value",
-        file=file, line=line, function=function, code=source_line(file, line),
-        hint="Keep it fixed from capture on (decide it before capture, as sglang forces one path under PCG), or pass it "
-        "as a tensor the graph reads instead of a Python value.",
-        details=GuardDetails(guard=text, cause="baked", source=g.source),
-    )
+    return _baked(f"the captured graph bakes a global in: {text}. Every capture size is compiled with this value; if it "
+                  "differs at serving time the engine recompiles after capture or replays the path of the captured value",
+                  "Keep it fixed from capture on (decide it before capture, as sglang forces one path under PCG), or pass "
+                  "it as a tensor the graph reads instead of a Python value.", text, g.source, file, line, function)
+
+
+def _baked(message: str, hint: str, guard: str, source: str, file: str, line: int, function: str) -> Finding:
+    """A python_state_guard warning: Python state a captured graph holds as a constant."""
+    return Finding(kind="python_state_guard", severity="warning", message=message, file=file, line=line,
+                   function=function, code=source_line(file, line), hint=hint,
+                   details=GuardDetails(guard=guard, cause="baked", source=source))
