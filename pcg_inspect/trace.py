@@ -118,7 +118,7 @@ def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int,
                watched: Optional[tuple[Any, Any]] = None) -> None:
     import torch
 
-    from .analyze.effects import delta, snapshot
+    from .fingerprint import delta, snapshot
 
     for i in range(calls_per_size):
         rec.size, rec.call = call.tokens, i + 1

@@ -17,7 +17,7 @@ from .. import _torch_compat as compat
 from ..causes import host_sync_cause
 from ..errors import one_line
 from ..frames import is_user_file, live_user_frame
-from .effects import delta, snapshot
+from ..fingerprint import delta, snapshot
 from .sizes import equal_expressions
 
 

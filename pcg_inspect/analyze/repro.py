@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from .. import _torch_compat as compat
 from ..errors import one_line
+from ..fingerprint import digest
 from ..frames import live_user_frame
 
 _UNINITIALISED = ("empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided")
@@ -158,23 +159,6 @@ def _difference(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float
 
 def _finite(digests: Sequence[tuple[float, float]]) -> bool:
     return all(math.isfinite(s) for s, _ in digests)
-
-
-def digest(t: Any) -> tuple[float, float]:
-    import torch
-
-    if t.numel() == 0 or t.is_meta:
-        return (0.0, 0.0)
-    if t.is_complex():
-        t = torch.view_as_real(t)
-    if t.dtype == torch.bool:
-        t = t.to(torch.int64)
-    if t.is_floating_point():
-        total = float(t.detach().sum(dtype=torch.float64))
-        magnitude = float(t.detach().abs().sum(dtype=torch.float64)) if math.isfinite(total) else math.inf
-        return (total, magnitude)
-    total = float(t.detach().sum(dtype=torch.int64))
-    return (total, float(t.detach().abs().sum(dtype=torch.int64)))
 
 
 def _digests(value: Any) -> tuple[tuple[float, float], ...]:
