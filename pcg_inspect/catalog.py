@@ -15,7 +15,9 @@ def kinds() -> list[str]:
 
 def entry_markdown(kind: str) -> str:
     e = registry.get(kind)
-    parts = [f"## `{kind}` — {e.title}", "", f"*Severity:* {e.severity}", "", e.means, ""]
+    blocks = ", ".join(f"`{b}`" for b in e.blocks)
+    parts = [f"## `{kind}` — {e.title}", "", f"*Severity:* {e.severity}", "", f"*Blocks (as an error):* {blocks}", "",
+             e.means, ""]
     if e.example:
         parts += ["Example:", "", "```python", e.example, "```", ""]
     if e.fix:
@@ -42,7 +44,10 @@ def catalog_markdown() -> str:
         "Generated from the kind registry, `pcg_inspect/kinds.py` (`python -m pcg_inspect.catalog > docs/findings.md`); "
         "`pcg-inspect explain KIND` prints one entry. Severity model: `error` = capture will fail or results "
         "will differ (the exit code and `summary.capturable` follow errors and graph breaks); `warning` = will "
-        "recompile or silently cost; `info` = worth knowing.",
+        "recompile or silently cost; `info` = worth knowing. *Blocks* names the capture backends (`--backend`) an "
+        "error of the kind makes not capturable: Dynamo's own problems block only `tc_piecewise`; `breakable` and "
+        "`full` run the forward as Python. A host sync inside a split op's kernel blocks only `full`; a capture or "
+        "replay failure blocks the backend that ran it.",
         "",
     ]
     return "\n".join(head) + "\n".join(entry_markdown(k) for k in kinds()) + "\n"

@@ -80,6 +80,10 @@ CAUSES = {
                        "before each replay, never allocate a new one."),
     "uninitialised": Cause("uninitialised", "reads a buffer nothing wrote (torch.empty)",
                            "Write the buffer before it is read (zeros, or the op that fills it) inside the same forward."),
+    "stale_break_arg": Cause("stale_break_arg", "is a break that breakable replays with its capture-time arguments",
+                             "Keep a break's arguments fixed from capture on: tensors in the runner's static buffers, and "
+                             "per-call state read inside the eager function (from a buffer the runner updates before "
+                             "replay), never passed in as a Python value computed in forward."),
     "rng": Cause("rng", "draws random numbers: a replay repeats or shifts the captured RNG state",
                  "Gate dropout on self.training (eval mode under serving) or register the generator with the graph."),
 }

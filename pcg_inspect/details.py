@@ -134,9 +134,11 @@ class CaptureDetails(Details):
     max_abs_err: float = 0.0
     searched: tuple[int, ...] = ()
     """(lo, hi) prefix lengths still to search when a sticky CUDA error stopped the bisection ('' node)."""
+    backend: str = "tc_piecewise"
+    """The capture backend whose capture or replay this was (tc_piecewise, breakable, full)."""
 
     def match_key(self) -> str:
-        return f"{self.cause}:{self.target}"
+        return f"{self.cause}:{self.target}" + (f":{self.backend}" if self.backend != "tc_piecewise" else "")
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ def diff(a: Report, b: Report, fail_on: Sequence[str] = DEFAULT_FAIL_ON, time_th
         changes.append(Change("verdict", "introduced", "capturable: true → false", regression=True))
     elif not a.summary.capturable and b.summary.capturable:
         changes.append(Change("verdict", "fixed", "capturable: false → true"))
+    changes += _backend_verdicts(a, b)
 
     counted = set(FAIL_ON[:-1]) if "any" in fail_on else set(fail_on)
     counted.add("verdict")
@@ -305,6 +306,21 @@ def _guards(a: Report, b: Report, unchanged: dict[str, int]) -> list[Change]:
 
 
 _GOOD = ("ok",)
+
+
+def _backend_verdicts(a: Report, b: Report) -> list[Change]:
+    """A backend judged on both sides whose verdict changed (with more than one backend, or not tc_piecewise)."""
+    va = {v.backend: v.capturable for v in a.summary.backends}
+    vb = {v.backend: v.capturable for v in b.summary.backends}
+    if set(va) | set(vb) <= {"tc_piecewise"}:
+        return []
+    out = []
+    for name in (n for n in va if n in vb and va[n] != vb[n]):
+        if va[name]:
+            out.append(Change("verdict", "introduced", f"{name}: capturable true → false", regression=True))
+        else:
+            out.append(Change("verdict", "fixed", f"{name}: capturable false → true"))
+    return out
 
 
 def _replay(a: Report, b: Report, unchanged: dict[str, int], same_device: bool, threshold: float, notes: list[str]) -> list[Change]:

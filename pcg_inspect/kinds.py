@@ -15,6 +15,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from .options import BACKENDS as ALL_BACKENDS
 from .details import (BufferDetails, CaptureDetails, Details, DivergenceDetails, ErrorDetails, GuardDetails, HostSyncDetails, OpDetails,
                       ParamDetails, RankDetails, ReproDetails, SplitOutputDetails, TargetExitDetails, TimeoutDetails, TpMismatchDetails)
 
@@ -49,6 +50,9 @@ class Kind:
     """A kind that stops the run forces this exit code (timeout 4, target_exit 2); the higher one wins."""
     summary: str = ""
     """For a piece's capture verdict: what happened to it ('failed CUDA graph capture')."""
+    blocks: tuple[str, ...] = ALL_BACKENDS
+    """The capture backends an error of this kind blocks: Dynamo's own problems block only tc_piecewise (breakable
+    and full run the forward as Python, no torch.compile); what fails any capture blocks all three."""
 
     def plan(self) -> Optional[Callable[..., Any]]:
         """The fix planner, imported now (None when the kind has none)."""
@@ -86,6 +90,22 @@ def details_of(name: str) -> type[Details]:
     return get(name).details
 
 
+TC = ("tc_piecewise",)
+
+
+def blocked_backends(item: Any) -> tuple[str, ...]:
+    """The backends a graph break or an error finding blocks (its kind's ``blocks``, refined by its details: a host
+    sync inside a split op's kernel blocks only ``full``; a capture or replay failure blocks the backend it ran)."""
+    if hasattr(item, "category"):  # a graph break: only torch.compile meets it
+        return get(item.category).blocks
+    d = getattr(item, "details", None)
+    if isinstance(d, HostSyncDetails) and d.seen_in == "split_op":
+        return ("full",)
+    if isinstance(d, CaptureDetails):
+        return (d.backend,)
+    return get(item.kind).blocks
+
+
 def stops_run(name: str) -> bool:
     """A kind that ends the run early (its exit code overrides the verdict's)."""
     return get(name).exit_code is not None
@@ -93,6 +113,7 @@ def stops_run(name: str) -> bool:
 
 DATA_PTR = declare(Kind(
     "data_ptr",
+    blocks=TC,
     title='Address reads (`data_ptr()`)',
     severity='graph break (error) when reached; warning when in a branch not taken; info when guarded',
     means='Dynamo cannot compare addresses of fake tensors, so a `data_ptr()` comparison breaks the graph. Worse, a '
@@ -106,6 +127,7 @@ DATA_PTR = declare(Kind(
 
 declare(Kind(
     "missing_fake_impl",
+    blocks=TC,
     title='Op without a fake / meta kernel (graph-break category)',
     severity='graph break (error); a `custom_op` with no fake impl makes Dynamo raise (`dynamo_error`)',
     means='Dynamo runs every op on fake tensors to learn output shapes. An extension op registered with only a '
@@ -120,6 +142,7 @@ declare(Kind(
 
 UNREGISTERED_OP = declare(Kind(
     "unregistered_op",
+    blocks=TC,
     title='Unregistered or opaque op',
     severity='error',
     means='An op with no fake kernel, or a library call Dynamo cannot trace (pybind functions, JIT-kernel loaders '
@@ -138,6 +161,7 @@ UNREGISTERED_OP = declare(Kind(
 
 FAKE_IMPL_MISMATCH = declare(Kind(
     "fake_impl_mismatch",
+    blocks=TC,
     title='Fake impl that lies',
     severity='error',
     means="The fake impl's output shape, dtype, device, strides or storage offset differ from what the kernel "
@@ -154,6 +178,7 @@ FAKE_IMPL_MISMATCH = declare(Kind(
 
 UNDECLARED_MUTATION = declare(Kind(
     "undeclared_mutation",
+    blocks=TC,
     title='Undeclared mutation',
     severity='error',
     means='The kernel writes to an argument that `mutates_args` does not list (values are compared before and after '
@@ -168,6 +193,7 @@ UNDECLARED_MUTATION = declare(Kind(
 
 declare(Kind(
     "output_aliases_input",
+    blocks=TC,
     title='Output aliases an input',
     severity='error',
     means='A custom op returns a view of (or the same storage as) an input. Custom ops must return fresh tensors; '
@@ -181,6 +207,7 @@ declare(Kind(
 
 declare(Kind(
     "overdeclared_mutation",
+    blocks=TC,
     title='Over-declared mutation',
     severity='warning; error for mutates_args="unknown"',
     means='An argument is declared mutable (`mutates_args`, schema `Tensor(a!)`) but the kernel never wrote it in '
@@ -217,6 +244,7 @@ HOST_SYNC = declare(Kind(
 
 declare(Kind(
     "buffer_assignment",
+    blocks=TC,
     title='Buffer or tensor attribute assigned in forward',
     severity='error',
     means='forward rebinds a module buffer or tensor attribute (`self.cos_sin_cache = '
@@ -231,6 +259,7 @@ declare(Kind(
 
 declare(Kind(
     "split_output_address",
+    blocks=TC,
     title='Split op returning a new tensor',
     severity='warning',
     means='Captured graphs read their inputs at the addresses seen during capture; sglang does not copy them (its '
@@ -246,6 +275,7 @@ declare(Kind(
 
 SHAPE_SPECIALIZATION = declare(Kind(
     "shape_specialization",
+    blocks=TC,
     title='Shape specialisation (recompile)',
     severity='warning',
     means='A recompile because a size was baked in: the 0/1 specialisation at T=1 (expected with '
@@ -276,6 +306,7 @@ PYTHON_STATE_GUARD = declare(Kind(
 
 RECOMPILE = declare(Kind(
     "recompile",
+    blocks=TC,
     title='Other recompile',
     severity='warning',
     means='A guard failed between calls for another reason; each recompile is another graph to capture.',
@@ -301,6 +332,7 @@ declare(Kind(
 
 declare(Kind(
     "side_effect",
+    blocks=TC,
     title='Side effects in forward (graph-break category)',
     severity='graph break (error)',
     means='Logging, printing, warnings in forward break the graph (sglang PR 19573: `Logger not supported`). Delete '
@@ -313,6 +345,7 @@ declare(Kind(
 
 declare(Kind(
     "opaque_call",
+    blocks=TC,
     title='Opaque call into compiled code (graph-break category)',
     severity='graph break (error); also an unregistered_op finding with a custom-op wrapper',
     means='Dynamo followed a call into a kernel library it cannot trace: a pybind function, a JIT-kernel loader '
@@ -327,6 +360,7 @@ declare(Kind(
 
 declare(Kind(
     "host_call",
+    blocks=TC,
     title='Host query or helper in forward (graph-break category)',
     severity='graph break (error)',
     means='forward calls host-side code that is not a kernel: a device or memory query that returns a non-tensor '
@@ -342,6 +376,7 @@ declare(Kind(
 
 declare(Kind(
     "unsupported_python",
+    blocks=TC,
     title='Unsupported Python (graph-break category)',
     severity='graph break (error)',
     means='A Python construct Dynamo cannot trace: `copy.deepcopy` of a tensor, `sorted` with tensor keys, a break '
@@ -355,6 +390,7 @@ declare(Kind(
 
 declare(Kind(
     "dynamo_error",
+    blocks=TC,
     title='Dynamo error',
     severity='error',
     means='Dynamo raised instead of breaking (e.g. a torch.library.custom_op with no register_fake raises '
@@ -448,6 +484,7 @@ PARAM_DATA_MUTATION = declare(Kind(
 
 COMPILE_DIVERGENCE = declare(Kind(
     "compile_divergence",
+    blocks=TC,
     title='The compiled forward drops a side effect the eager one has',
     severity='error',
     means='One call at the same size, eager and compiled: a module attribute, buffer, list or global that the eager '

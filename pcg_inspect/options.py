@@ -95,6 +95,25 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(sizes))
 
 
+BACKENDS = ("tc_piecewise", "breakable", "full")
+"""sglang 0.5.23's CUDA-graph capture backends (``cuda_graph_config.Backend``), in the order verdicts are shown."""
+
+
+def parse_backends(text: str) -> tuple[str, ...]:
+    """'breakable,full' / 'all' -> backend names (checked by ``validate``)."""
+    return normalise_backends(tuple(part.strip() for part in text.split(",")))
+
+
+def normalise_backends(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma lists split, 'all' expanded, duplicates dropped, in BACKENDS order; none given: tc_piecewise."""
+    flat = [n.strip() for item in names for n in str(item).split(",") if n.strip()]
+    if "all" in flat:
+        flat = [n for n in flat if n != "all"] + list(BACKENDS)
+    known = [b for b in BACKENDS if b in flat]
+    unknown = [n for n in dict.fromkeys(flat) if n not in BACKENDS]
+    return tuple(known + unknown) or ("tc_piecewise",)
+
+
 parse_capture_sizes = parse_sizes
 """The old name of ``parse_sizes``."""
 
@@ -186,6 +205,12 @@ class TraceOptions:
     sglang_split_ops: bool = _flag(True, decls=("--no-sglang-split-ops",), negate=True, parse=parse_bool,
                                    help="Do not add sglang's registered split ops even if sglang imports.")
     """Add sglang's registered split ops when sglang is importable."""
+    backends: tuple[str, ...] = _flag(("tc_piecewise",), decls=("--backend",), metavar="NAME", repeat=True,
+                                      parse=parse_backends,
+                                      help="Capture backend(s) to judge: tc_piecewise (torch.compile + split pieces), "
+                                           "breakable (sglang's BCG: Python forward, segments cut at the split ops), "
+                                           "full (one graph per size) or all. Repeatable.")
+    """sglang's capture backends to judge, each with its own verdict (``BACKENDS``)."""
     device: str = _flag("cpu", decls=("--device",), metavar="cpu|cuda", help="cpu, cuda or cuda:N.")
     """cpu | cuda | cuda:N."""
     dtype: Optional[str] = _flag(None, decls=("--dtype",), metavar="DTYPE",
@@ -213,6 +238,9 @@ class TraceOptions:
     command: str = ""
     """The command line as typed, for the report (internal)."""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backends", normalise_backends(tuple(self.backends)))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
         return _plain(dataclasses.asdict(self))
@@ -226,7 +254,7 @@ class TraceOptions:
             raise UsageError(f"unknown trace option(s): {', '.join(sorted(unknown))}")
         values = dict(data)
         values["model"] = ModelOptions(**{**values.get("model", {}), "overrides": tuple(values.get("model", {}).get("overrides", ()))})
-        for key in ("sizes", "split_ops"):
+        for key in ("sizes", "split_ops", "backends"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -248,6 +276,8 @@ class TraceOptions:
         for key in ("sizes", "split_ops", "overrides"):
             if key in values:
                 values[key] = tuple(values[key])
+        if isinstance(values.get("backends"), str):
+            values["backends"] = (values["backends"],)
         if "timeout" in values:
             values["timeout"] = float(values["timeout"])
         model = values.pop("model", None) or ModelOptions()
@@ -284,6 +314,9 @@ class TraceOptions:
             raise OptionError("timeout", f"must be 0 (no limit) or a number of seconds, got {self.timeout:g}")
         if not self.sizes or any(not isinstance(s, int) or s <= 0 for s in self.sizes):
             raise OptionError("sizes", "needs at least one positive size")
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise OptionError("backends", f"must be tc_piecewise, breakable, full or all, got {unknown[0]!r}")
         self.model.validate()
         return self
 

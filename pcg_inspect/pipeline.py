@@ -49,6 +49,8 @@ class _State:
     warnings: list[str] = field(default_factory=list)
     replay: Any = None
     replay_findings: tuple[Finding, ...] = ()
+    backend_replays: tuple[Any, ...] = ()
+    """Replays of the breakable / full captures asked for (GPU)."""
     torch_version: str = ""
     target_object: Any = None
     on_stage: Optional[Callable[[str], None]] = None
@@ -128,7 +130,7 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
         state.analysis = analyze.analyze(state.result, state.target, observe_ops=options.observe_ops)
     with _stage(state, "split"):
         state.cut = split_stage.split(state.result.graphs, state.split_ops, state.target.roots)
-        state.analysis = analyze.with_piece_findings(state.analysis, state.result, state.cut, state.target)
+        state.analysis = analyze.with_piece_findings(state.analysis, state.result, state.cut, state.target, options.backends)
     if options.replay:
         if checkpoint is not None:
             checkpoint(_report(state))
@@ -137,6 +139,10 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
         if outcome is not None:
             state.replay = outcome.replay
             state.replay_findings = outcome.findings
+        if options.device.startswith("cuda"):
+            for backend in (b for b in options.backends if b != "tc_piecewise"):
+                with _stage(state, f"replay:{backend}"):
+                    _replay_backend(state, backend, say)
 
 
 @contextlib.contextmanager
@@ -178,6 +184,23 @@ def _replay(state: _State, say: Progress) -> Any:
                   roots=state.target.roots, functions=functions, bisect=state.context.bisect)
 
 
+def _replay_backend(state: _State, backend: str, say: Progress) -> None:
+    """sglang's breakable or full backend: the module's own forward captured per size (``replay.plain``)."""
+    from .replay.common import worst_status
+    from .replay.plain import outcome_findings, replay_backend
+    from .report import Replay
+
+    outcome = replay_backend(state.target, backend, state.split_ops, state.target.roots, on_progress=say)
+    note = {"full": "the whole forward captured as one CUDA graph per size (sglang's full backend: two eager warm-ups, "
+                    "one capture stream, one shared pool); replayed with fresh inputs against eager",
+            "breakable": "the forward captured as segments cut at the split ops, each break run eagerly and replayed with "
+                         "its capture-time arguments (sglang's breakable backend: two warm-ups, one capture stream, one "
+                         "shared pool); replayed with fresh inputs against eager"}[backend]
+    replay = Replay(state.options.device, backend, worst_status(s.status for s in outcome.sizes), tuple(outcome.sizes), note)
+    state.backend_replays += (replay,)
+    state.replay_findings += tuple(outcome_findings(outcome, backend, state.split_ops))
+
+
 def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
     a, cut, options = state.analysis, state.cut, state.options
     findings = (a.findings if a else ()) + state.replay_findings + extra
@@ -193,10 +216,11 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
         findings, recompiles = _at_entry(findings, target.entry), _at_entry(recompiles, target.entry)
     return Report(
         schema_version=SCHEMA_VERSION, environment=env,
-        summary=build_summary(graphs, breaks, findings, pieces, recompiles, state.replay),
+        summary=build_summary(graphs, breaks, findings, pieces, recompiles, state.replay, options.backends,
+                              state.backend_replays),
         graph_breaks=breaks, findings=findings, graphs=graphs, guards=a.guards if a else (), recompiles=recompiles,
         split_ops=state.split_ops, pieces=pieces, replay=state.replay, warnings=tuple(state.warnings),
-        timings_s=dict(state.timings),
+        timings_s=dict(state.timings), backend_replays=state.backend_replays,
     )
 
 

@@ -258,11 +258,26 @@ class Replay:
 
     device: str
     mode: str
-    """'cpu' (pieces re-run, no CUDA graph) | 'cuda-graph' | 'cuda-graph-isolated'"""
+    """'cpu' (pieces re-run, no CUDA graph) | 'cuda-graph' | 'cuda-graph-isolated' (tc_piecewise) | 'breakable' |
+    'full' (the module's forward captured as sglang's breakable / full backend does)"""
     status: str
     """ok | mismatch | capture_failed | error | skipped"""
     sizes: tuple[SizeReplay, ...]
     note: str = ""
+
+
+@dataclass(frozen=True)
+class BackendVerdict:
+    """One capture backend's verdict (``decide`` for that backend)."""
+
+    backend: str
+    capturable: bool
+    verdict: str = ""
+    """What decided it, one line ('' when capturable)."""
+    num_problems: int = 0
+    captured: bool = False
+    """CUDA graphs were captured for it (on a GPU); False: predicted from the analysis (on the CPU, capture needs
+    --device cuda)."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +299,8 @@ class Summary:
     """Pieces of each graph, in graph order (``num_pieces`` is their sum)."""
     num_split_pieces: int = 0
     """Pieces that run eagerly (a split op each), across all graphs."""
+    backends: tuple[BackendVerdict, ...] = ()
+    """Each backend asked for (``--backend``), with its own verdict; ``capturable`` is all of them."""
 
     def counts_text(self) -> str:
         """The graph and piece counts as every view says them: '2 graph(s) · 3 piece(s) per graph, 1 split' when
@@ -315,6 +332,8 @@ class Environment:
     """Ranks traced (--nproc)."""
     rank: int = 0
     """This report's rank (0 for the merged report)."""
+    backends: tuple[str, ...] = ("tc_piecewise",)
+    """The capture backends judged (``--backend``)."""
 
     @classmethod
     def of_run(cls, options: "TraceOptions", **measured: Any) -> "Environment":
@@ -327,7 +346,7 @@ class Environment:
         base = dict(tool_version=__version__, torch_version="", python_version=platform.python_version(),
                     platform=f"{platform.system()} {platform.machine()}", device=options.device,
                     dtype=options.dtype or "as built", command=options.command, target=options.target,
-                    capture_sizes=options.sizes, dynamic=options.dynamic)
+                    capture_sizes=options.sizes, dynamic=options.dynamic, backends=tuple(options.backends))
         return cls(**{**base, **measured})
 
 
@@ -352,15 +371,24 @@ class Report:
     """Wall time per stage."""
     ranks: tuple["Report", ...] = ()
     """With --nproc N: every rank's own report (graph nodes dropped), rank 0 first."""
+    backend_replays: tuple[Replay, ...] = ()
+    """GPU only: the breakable / full captures asked for (``mode`` names the backend); ``replay`` is tc_piecewise's."""
 
     @property
     def capturable(self) -> bool:
         """The verdict (``summary.capturable``): what the exit code and every view follow."""
         return self.summary.capturable
 
-    def problems(self) -> list["Problem"]:
-        """Everything that makes the target not capturable, in order: breaks, error findings, failed pieces."""
-        return problems(self.graph_breaks, self.findings, self.replay)
+    def problems(self, backend: Optional[str] = None) -> list["Problem"]:
+        """Everything that makes the target not capturable, in order: breaks, error findings, failed pieces; for
+        one backend, or (None) for every backend judged, each problem once."""
+        names = (backend,) if backend else self.environment.backends
+        out: list[Problem] = []
+        for name in names:
+            for p in problems(self.graph_breaks, self.findings, replay_of(self, name), self.graphs, name):
+                if p not in out:
+                    out.append(p)
+        return out
 
     def to_text(self, width: int = 120) -> str:
         """The terminal view as plain text (no colour), for logs and assertion messages.
@@ -469,14 +497,23 @@ _REPLAY_WORDS = {"capture_failed": "failed CUDA graph capture", "mismatch": "dif
 
 
 def problems(breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Finding], replay: Optional["Replay"],
-             graphs: typing.Sequence[Graph] = ()) -> list[Problem]:
-    """Every graph break, every error finding, every replayed piece that failed, in that order."""
+             graphs: typing.Sequence[Graph] = (), backend: str = "tc_piecewise") -> list[Problem]:
+    """Every graph break, every error finding, every replayed piece that failed, in that order, for one capture
+    backend: a graph break and Dynamo's own problems block only tc_piecewise (``kinds.blocked_backends``)."""
     out = [Problem("graph_break", f"graph break ({b.category}) at {_at(b.file, b.line)}" + (f" in {b.function}" if b.function else ""),
-                   b.category, b.file, b.line, b.hint, b.fix) for b in breaks]
+                   b.category, b.file, b.line, b.hint, b.fix) for b in breaks if backend in registry.blocked_backends(b)]
     functions = {g.index: g.function for g in graphs}
-    placed = {(d.capture_size, d.graph, d.piece) for d in (f.details for f in findings) if isinstance(d, CaptureDetails)}
-    out += [_finding_problem(f, functions) for f in findings if f.severity == "error"]
+    mine = [f for f in findings if backend in registry.blocked_backends(f)]
+    placed = {(d.capture_size, d.graph, d.piece) for d in (f.details for f in mine) if isinstance(d, CaptureDetails)}
+    out += [_finding_problem(f, functions) for f in mine if f.severity == "error"]
     return out + [p for p in _replay_problems(replay, functions, placed)]
+
+
+def replay_of(report: "Report", backend: str) -> Optional["Replay"]:
+    """The replay section of one backend (tc_piecewise: ``report.replay``)."""
+    if backend == "tc_piecewise":
+        return report.replay
+    return next((r for r in report.backend_replays if r.mode == backend), None)
 
 
 def _finding_problem(f: Finding, functions: dict[int, str]) -> Problem:
@@ -514,14 +551,14 @@ def _replay_problems(replay: Optional["Replay"], functions: dict[int, str], plac
 
 
 def decide(breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Finding], replay: Optional["Replay"],
-           graphs: typing.Sequence[Graph] = ()) -> tuple[bool, str, int]:
+           graphs: typing.Sequence[Graph] = (), backend: str = "tc_piecewise") -> tuple[bool, str, int]:
     """The verdict, decided in one place: (capturable, what decided it, number of problems).
 
     Not capturable when there is any graph break (sglang compiles with fullgraph=True), any error
     finding, or any replayed piece that failed capture, differs from eager (stale addresses
     included) or raised. Warnings and infos never decide it.
     """
-    found = problems(breaks, findings, replay, graphs)
+    found = problems(breaks, findings, replay, graphs, backend)
     if not found:
         return True, "", 0
     more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
@@ -529,22 +566,35 @@ def decide(breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Findin
 
 
 def build_summary(graphs: typing.Sequence[Graph], breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Finding],
-                  pieces: typing.Sequence[Piece], recompiles: typing.Sequence[Recompile], replay: Optional["Replay"]) -> Summary:
-    """The summary of a report's content, verdict included."""
-    capturable, verdict, num = decide(breaks, findings, replay, graphs)
+                  pieces: typing.Sequence[Piece], recompiles: typing.Sequence[Recompile], replay: Optional["Replay"],
+                  backends: typing.Sequence[str] = ("tc_piecewise",), backend_replays: typing.Sequence["Replay"] = ()
+                  ) -> Summary:
+    """The summary of a report's content, one verdict per backend judged; ``capturable`` is all of them, and the
+    verdict line is the first failing backend's (named when more than one is judged)."""
+    verdicts = []
+    for name in backends:
+        rp = replay if name == "tc_piecewise" else next((r for r in backend_replays if r.mode == name), None)
+        capturable, verdict, num = decide(breaks, findings, rp, graphs, name)
+        captured = rp is not None and rp.mode not in ("cpu", "bisect") and bool(rp.sizes)
+        verdicts.append(BackendVerdict(name, capturable, verdict, num, captured))
+    failing = [v for v in verdicts if not v.capturable]
+    first = failing[0] if failing else None
+    verdict = "" if first is None else (first.verdict if len(verdicts) == 1 else f"{first.backend}: {first.verdict}")
     return Summary(
         num_graphs=len(graphs), num_graph_breaks=len(breaks), num_findings=count_findings(findings),
-        num_pieces=len(pieces), num_recompiles=len(recompiles), capturable=capturable,
-        replay_status=replay.status if replay is not None else "", verdict=verdict, num_problems=num,
+        num_pieces=len(pieces), num_recompiles=len(recompiles), capturable=not failing,
+        replay_status=replay.status if replay is not None else "", verdict=verdict,
+        num_problems=max((v.num_problems for v in verdicts), default=0),
         pieces_per_graph=tuple(sum(1 for p in pieces if p.graph == g.index) for g in graphs),
-        num_split_pieces=sum(1 for p in pieces if p.is_split),
+        num_split_pieces=sum(1 for p in pieces if p.is_split), backends=tuple(verdicts),
     )
 
 
 def with_summary(report: "Report", **changes: Any) -> "Report":
     """A copy of ``report`` with fields replaced and the summary (verdict included) recomputed."""
     r = dataclasses.replace(report, **changes)
-    return dataclasses.replace(r, summary=build_summary(r.graphs, r.graph_breaks, r.findings, r.pieces, r.recompiles, r.replay))
+    return dataclasses.replace(r, summary=build_summary(r.graphs, r.graph_breaks, r.findings, r.pieces, r.recompiles, r.replay,
+                                                        r.environment.backends, r.backend_replays))
 
 
 def _at(file: str, line: int) -> str:

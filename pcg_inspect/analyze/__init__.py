@@ -77,10 +77,12 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
                     obs, frozenset(reached))
 
 
-def with_piece_findings(analysis: Analysis, result: TraceResult, cut: Any, target: Target) -> Analysis:
-    """Findings that need the split: host syncs inside captured pieces, split ops returning fresh tensors."""
+def with_piece_findings(analysis: Analysis, result: TraceResult, cut: Any, target: Target,
+                        backends: Sequence[str] = ("tc_piecewise",)) -> Analysis:
+    """Findings that need the split: host syncs inside captured pieces (and, for ``full``, inside split ops), split
+    ops returning fresh tensors."""
     syncs = host_sync_findings(result.graphs, cut, analysis.observation, set(analysis.reached), analysis.graph_breaks,
-                               _split_names(cut), target.roots)
+                               _split_names(cut), target.roots, backends)
     return dataclasses.replace(analysis, findings=analysis.findings + tuple(syncs) + tuple(cut.findings))
 
 

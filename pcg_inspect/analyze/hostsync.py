@@ -30,8 +30,10 @@ _HOST_COPY_METHODS = ("cpu", "numpy", "tolist", "item")
 
 
 def host_sync_findings(graphs: Sequence[Any], cut: Any, obs: Optional[Observation], reached: set[tuple[str, int]],
-                       breaks: Sequence[Any], split_ops: Sequence[str], roots: Sequence[str]) -> list[Finding]:
-    """host_sync errors, one per (line, cause), in graph order."""
+                       breaks: Sequence[Any], split_ops: Sequence[str], roots: Sequence[str],
+                       backends: Sequence[str] = ("tc_piecewise",)) -> list[Finding]:
+    """host_sync errors, one per (line, cause), in graph order; with ``full`` judged, also the syncs inside split
+    ops' kernels (they run eagerly between pieces or segments, but inside the one graph ``full`` captures)."""
     found: dict[tuple, Finding] = {}
     captured_ops: dict[str, tuple[int, int, Any]] = {}
     for g in graphs:
@@ -49,6 +51,9 @@ def host_sync_findings(graphs: Sequence[Any], cut: Any, obs: Optional[Observatio
     if obs is not None:
         for f in _kernel_syncs(obs, captured_ops, reached, split_ops, roots) + _unreached_syncs(obs, reached, breaks):
             found.setdefault((f.file, f.line, f.details.cause), f)
+        if "full" in backends:
+            for f in _split_op_syncs(obs, split_ops):
+                found.setdefault((f.file, f.line, f.details.cause, "split_op"), f)
     return [_with_output_size(f, obs) if f.details.cause == "repeat_interleave" and obs is not None else f
             for f in found.values()]
 
@@ -109,6 +114,19 @@ def _kernel_syncs(obs: Observation, captured_ops: dict[str, tuple[int, int, Any]
     return out
 
 
+def _split_op_syncs(obs: Observation, split_ops: Sequence[str]) -> list[Finding]:
+    """Host syncs inside split ops' kernels: fine where split ops run eagerly, fatal in ``full``'s one graph."""
+    out = []
+    for info in obs.ops.values():
+        if not info.syncs or info.name not in split_ops:
+            continue
+        sync = info.syncs[0]
+        kernel = f" (at {_short(sync.site)})" if sync.site[0] else ""
+        site = info.sites[0] if info.sites else ("", 0)
+        out.append(_finding(sync.op, sync.cause, "split_op", site, None, None, "", inside=info.name, extra=kernel))
+    return out
+
+
 def _unreached_syncs(obs: Observation, reached: set[tuple[str, int]], breaks: Sequence[Any]) -> list[Finding]:
     broken = {(b.file, b.line) for b in breaks}
     out = []
@@ -126,15 +144,20 @@ def _finding(op: str, cause: str, seen_in: str, site: tuple[str, int], graph: Op
         "custom_op": f"inside the kernel of {inside}{extra}, which runs in captured piece {piece}" if piece is not None
         else f"inside the kernel of {inside}{extra}",
         "eager": "in code Dynamo never reached (it stopped earlier in this frame), seen in the eager run",
+        "split_op": f"inside the kernel of {inside}{extra}, a split op: capture-safe under tc_piecewise and breakable, "
+                    "where it runs eagerly, not under full, which captures it",
     }[seen_in]
     return Finding(
         kind="host_sync", severity="error",
-        message=f"{op} {where}: it {CAUSES[cause].what}. sglang compiles it ("
-        + ("no graph break" if cause == "cond" else "fullgraph=True keeps it as an unbacked size, no graph break")
-        + ") and CUDA-graph capture of the piece then fails on the host sync",
+        message=f"{op} {where}: it {CAUSES[cause].what}. " + (
+            "Under full the whole forward is one CUDA graph, and its capture fails on the host read" if seen_in == "split_op"
+            else "sglang compiles it ("
+            + ("no graph break" if cause == "cond" else "fullgraph=True keeps it as an unbacked size, no graph break")
+            + ") and CUDA-graph capture of the piece then fails on the host sync"),
         file=file, line=line, code=source_line(file, line), op=inside or op,
         hint=CAUSES[cause].hint,
-        fix=f'SPLIT_OPS = ["{inside.replace(".", "::", 1)}"]  # sglang: @register_split_op() on its definition' if inside else "",
+        fix=f'SPLIT_OPS = ["{inside.replace(".", "::", 1)}"]  # sglang: @register_split_op() on its definition'
+        if inside and seen_in != "split_op" else "",
         details=HostSyncDetails(op=op, cause=cause, seen_in=seen_in, inside_op=inside, graph=graph, piece=piece, node=node),
     )
 

@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .. import kinds as registry
 from ..details import CaptureDetails
 from ..text import short_path
 
@@ -38,6 +39,13 @@ def verdict(report: Report) -> Text:
         style = "green" if s.replay_status == "ok" else "bold red"
         line.append(" · replay: ")
         line.append(s.replay_status, style=style)
+    if len(s.backends) > 1 or any(b.backend != "tc_piecewise" for b in s.backends):
+        for b in s.backends:  # one verdict per capture backend judged
+            how = "captured on the GPU" if b.captured else "predicted: capture needs --device cuda" \
+                if report.environment.device == "cpu" else "not captured"
+            line.append("\n  ")
+            line.append(f"{'✓' if b.capturable else '✗'} {b.backend}", style="bold green" if b.capturable else "bold red")
+            line.append(f" — {b.verdict or 'capturable'} ({how})")
     return line
 
 
@@ -57,6 +65,7 @@ def render(report: Report) -> Group:
     parts += list(_pieces(report))
     parts += list(_guards(report))
     parts += list(_replay(report))
+    parts += list(_backend_replays(report))
     parts += list(_ranks(report))
     for w in report.warnings:
         parts.append(Text(f"note: {w}", style="dim"))
@@ -108,8 +117,11 @@ def _findings(report: Report) -> Iterable[Any]:
     for f in sorted(report.findings, key=lambda f: order.get(f.severity, 3)):
         where = f"  {loc(f.file, f.line)}" if f.file else ""
         op = f"  op {f.op}" if f.op else ""
+        judged = report.environment.backends
+        blocked = [b for b in registry.blocked_backends(f) if b in judged] if f.severity == "error" else []
+        label = f"  [blocks {', '.join(blocked)}]" if len(judged) > 1 and blocked and len(blocked) < len(judged) else ""
         yield Text.assemble(
-            ("  " + f.severity.ljust(8), _SEV_STYLE.get(f.severity, "")), (f.kind, "bold"), where, op
+            ("  " + f.severity.ljust(8), _SEV_STYLE.get(f.severity, "")), (f.kind, "bold"), where, op, (label, "dim")
         )
         yield Text(f"      {f.message}")
         if f.code:
@@ -221,6 +233,23 @@ def _replay(report: Report) -> Iterable[Any]:
             if pr.message and pr.status != "ok":
                 yield Text(f"  {sr.capture_size} tokens, piece {pr.index}: {pr.message}", style="red")
     yield from _failure_pictures(report)
+
+
+def _backend_replays(report: Report) -> Iterable[Any]:
+    """breakable / full: the module's forward captured per size (no pieces: segments, or one graph)."""
+    for rp in report.backend_replays:
+        yield Text("")
+        yield Text.assemble(("Replay", "bold"), f" — {rp.mode} on {rp.device}: ",
+                            (rp.status, "green" if rp.status == "ok" else "bold red"))
+        if rp.note:
+            yield Text(f"  {rp.note}", style="dim")
+        for sr in rp.sizes:
+            err = f", max abs err {sr.max_abs_err:.2e}" if sr.status in ("ok", "mismatch") else ""
+            mem = f", peak GPU memory {_mib(sr.peak_mem_bytes)}" if sr.peak_mem_bytes else ""
+            line = Text(f"  {sr.capture_size} tokens: ")
+            line.append(sr.status, style="green" if sr.status == "ok" else "bold red")
+            line.append(f"{err}{mem}, capture {sr.capture_ms:.1f} ms" + (f" — {sr.message}" if sr.message else ""))
+            yield line
 
 
 def _mib(n: int) -> str:

@@ -55,6 +55,19 @@ document.querySelectorAll('button.copy').forEach(function(b){b.addEventListener(
 """
 
 
+def _backends(report: Report) -> str:
+    """One verdict per capture backend judged (shown when it is not just tc_piecewise)."""
+    s = report.summary
+    if not (len(s.backends) > 1 or any(b.backend != "tc_piecewise" for b in s.backends)):
+        return ""
+    rows = "".join(
+        f"<li id='backend-{e(b.backend)}' class='{'ok' if b.capturable else 'bad'}'>{'✓' if b.capturable else '✗'} "
+        f"<b>{e(b.backend)}</b> — {e(b.verdict or 'capturable')} "
+        f"({'captured on the GPU' if b.captured else 'predicted: capture needs --device cuda'})</li>"
+        for b in s.backends)
+    return f"<ul class='backends'>{rows}</ul>"
+
+
 def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str:
     """The HTML report. ``svg``: the picture from ``render.graph`` (None: a piece list instead)."""
     env, s = report.environment, report.summary
@@ -73,6 +86,7 @@ def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str
         f"<div class='meta'>pcg-inspect {e(env.tool_version)} · torch {e(env.torch_version)} · {e(env.device)} · "
         f"capture sizes {e(', '.join(map(str, env.capture_sizes)))} · dynamic={e(env.dynamic)} · schema {e(report.schema_version)}</div>",
         f"<div id='verdict' class='verdict {'ok' if s.capturable else 'bad'}'>{'✓' if s.capturable else '✗'} {verdict} — {e(counts)}</div>",
+        _backends(report),
         "</header><main>",
     ]
     out += _breaks(report) + _findings(report) + _pieces(report, svg, graph_note) + _guards(report) + _replay(report)

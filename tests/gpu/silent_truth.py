@@ -48,4 +48,4 @@ def plain_capture(spec: str, tokens: int = 16) -> dict:
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(plain_capture(sys.argv[1])))
+    print(json.dumps(plain_capture(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 16)))
