@@ -114,11 +114,17 @@ def compare(actual: Any, expected: Any, skip: frozenset[int] = frozenset()) -> t
             continue
         a64, e64 = a.detach().double().cpu(), e.detach().double().cpu()
         finite_a, finite_e = torch.isfinite(a64), torch.isfinite(e64)
-        if not (bool(finite_a.all()) and bool(finite_e.all())):  # NaN/Inf: never "no difference"
-            same = bool(torch.equal(finite_a, finite_e)) and bool(torch.equal(a64[~finite_a].nan_to_num(), e64[~finite_e].nan_to_num()))
-            max_abs = max_rel = math.nan if same and not math.isinf(max_abs) else math.inf
-            close = False
-            continue
+        if not (bool(finite_a.all()) and bool(finite_e.all())):
+            if not bool(torch.equal(finite_a, finite_e)) or not bool(torch.equal(a64[~finite_a].nan_to_num(),
+                                                                                 e64[~finite_e].nan_to_num())):
+                max_abs = max_rel = math.inf  # NaN/Inf in other places on the two sides
+                close = False
+                continue
+            if bool(a64.isnan().any()):  # NaN on both sides: never "no difference"
+                max_abs = max_rel = math.nan if not math.isinf(max_abs) else max_abs
+                close = False
+                continue
+            a64, e64 = a64[finite_a], e64[finite_e]  # the same +-inf in the same places (an additive -inf mask)
         diff = (a64 - e64).abs()
         if diff.numel():
             max_abs = max(max_abs, float(diff.max()))
@@ -128,12 +134,12 @@ def compare(actual: Any, expected: Any, skip: frozenset[int] = frozenset()) -> t
     return max_abs, max_rel, close
 
 
-NON_FINITE_MESSAGE = "the output holds NaN/Inf, eager's too: no difference can be measured (see the non_finite finding)"
+NON_FINITE_MESSAGE = "the output holds NaN, eager's too: no difference can be measured (see the non_finite finding)"
 
 
 def non_finite_message(abs_err: float, fallback: str) -> str:
-    """A size's or piece's message: NaN/Inf said as such (``compare`` returns nan for NaN/Inf on both sides,
-    inf when only one side has them)."""
+    """A size's or piece's message: NaN said as such (``compare`` returns nan for NaN on both sides, inf for
+    NaN/Inf in other places; the same +-inf in the same places are equal, and the rest is compared)."""
     if math.isnan(abs_err):
         return NON_FINITE_MESSAGE
     return fallback
