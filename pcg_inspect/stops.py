@@ -63,13 +63,16 @@ def target_exit_finding(how: str, code: int, stage: str, frames: Sequence[RawFra
 def parse_faulthandler(text: str, main_file: str = "", main_first: bool = False) -> list[RawFrame]:
     """The frames (outermost first) of one thread in a faulthandler dump: the thread that crashed ("Current
     thread") when there is one, else the thread whose stack holds ``main_file`` (the main thread), else the first.
-    ``main_first``: the main thread even when another one crashed (where a stopped run's target was)."""
+    ``main_first``: the main thread even when another one crashed (where a stopped run's target was); a main stack
+    too deep for faulthandler to show its outermost frames is the deepest one."""
     import re
 
     blocks = [b for b in re.split(r"\n(?=(?:Current thread|Thread) 0x)", text) if "File " in b]
     if not blocks:
         return []
     main = next((b for b in blocks if main_file and main_file in b), None)
+    if main is None and main_first:  # faulthandler keeps 100 frames, innermost first: a deep main stack loses
+        main = max(blocks, key=lambda b: b.count('File "'))  # its outermost (the worker's), but stays the deepest
     current = next((b for b in blocks if b.lstrip().startswith("Current thread")), None)
     chosen = (main or current or blocks[0]) if main_first else (current or main or blocks[0])
     frames = [(f, int(n), fn) for f, n, fn in re.findall(r'File "([^"]+)", line (\d+) in (\S+)', chosen)]

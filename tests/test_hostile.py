@@ -281,3 +281,14 @@ def test_pytest_failure_is_not_buried_in_trace_logs_and_paths_resolve_from_the_t
     assert "target file not found" not in res.stdout
     assert "NOT CAPTURABLE" in res.stdout and "data_ptr" in res.stdout
     assert "torch.__trace" not in res.stdout, res.stdout[-3000:]
+
+
+def test_a_main_stack_too_deep_for_faulthandler_is_still_the_one_a_timeout_points_at():
+    """faulthandler keeps 100 frames, innermost first: a main thread deep in Dynamo loses the worker's frame, and a
+    shallow helper thread (the deadline's watcher) must not be taken for it (a timeout then had no line)."""
+    from pcg_inspect.stops import parse_faulthandler
+
+    deep = "Thread 0x1 (most recent call first):\n" + "".join(f'  File "/u/layer.py", line {i + 1} in f\n' for i in range(100))
+    watcher = 'Current thread 0x2 (most recent call first):\n  File "/usr/lib/python3.11/threading.py", line 331 in wait\n'
+    frames = parse_faulthandler(watcher + "\n" + deep, main_file="pcg_inspect/run/worker.py", main_first=True)
+    assert frames[-1] == ("/u/layer.py", 1, "f") and len(frames) == 100
