@@ -182,31 +182,30 @@ def _capture(module: Any, static: list, kwargs: dict, backend: str, watch: _Watc
     """The capture forward: one graph (full) or segments cut at the split ops (breakable); the primary error kept."""
     import torch
 
-    graph, primary = None, None
+    graph, primary = None, []
+
+    def forward() -> None:
+        watch.capturing = True
+        try:
+            _into(out_buffer, module(*static, **kwargs))
+        except Exception as exc:  # ending the capture raises another error that would hide this one
+            primary.append(exc)
+            raise
+        watch.capturing = False
+
     try:
         with torch.no_grad(), torch.cuda.stream(stream), watch.mode:
             if backend == "full":
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    watch.capturing = True
-                    try:
-                        _into(out_buffer, module(*static, **kwargs))
-                    except Exception as exc:  # capture_end raises another error that would hide this one
-                        primary = exc
-                        raise
+                    forward()
             else:
                 torch.cuda.synchronize()
                 watch.begin_segment()
-                watch.capturing = True
-                try:
-                    _into(out_buffer, module(*static, **kwargs))
-                except Exception as exc:
-                    primary = exc
-                    raise
-                watch.capturing = False
+                forward()
                 watch.end_segment()
     except Exception as exc:
-        error = primary or exc
+        error = primary[0] if primary else exc
         if watch.current is not None:  # end the open segment on its own stream, or capture stays active
             try:
                 with torch.cuda.stream(stream):
