@@ -84,7 +84,8 @@ class HostSyncDetails(Details):
     cause: str
     """scalar (.item()/int()/float()/tolist()) | dynamic_shape (nonzero, mask index, unique, ...) | repeat_interleave | host_copy."""
     seen_in: str
-    """graph (Dynamo traced it) | custom_op (inside that op's kernel, eager run) | eager (code Dynamo never reached)."""
+    """graph (Dynamo traced it) | custom_op (inside that op's kernel, eager run) | eager (code Dynamo never reached) |
+    split_op (inside a split op's kernel: eager under tc_piecewise)."""
     inside_op: str = ""
     """The custom op whose kernel syncs, for seen_in=custom_op."""
     graph: Optional[int] = None
@@ -93,6 +94,9 @@ class HostSyncDetails(Details):
     """FX node name in the captured graph."""
     output_size: str = ""
     """repeat_interleave: an expression of sizes known before forward that equalled the total at every traced size."""
+    eager_under: tuple[str, ...] = ()
+    """The capture backends under which it runs eagerly, so it blocks only the others: tc_piecewise inside a split op,
+    breakable inside a break point (an ``@eager_on_graph`` function or a break op)."""
 
     def match_key(self) -> str:
         return f"{self.cause}:{self.inside_op}"
@@ -232,3 +236,35 @@ class DivergenceDetails(Details):
 
     def match_key(self) -> str:
         return ",".join(self.effects)
+
+
+@dataclass(frozen=True)
+class BreakArgDetails(Details):
+    """A breakable break point whose argument (or result) is not what its replay will see."""
+
+    function: str
+    """The break point: an ``@eager_on_graph`` function ('module.qualname') or a break op ('ns.op')."""
+    argument: str
+    """'arg1' / a keyword / 'return'."""
+    reason: str
+    """python_value (a Python value that changes between calls) | foreign_tensor (a tensor outside the inputs, the
+    weights and the forward's own allocations whose identity changes) | returned_value (a non-tensor result)."""
+    captured: str = ""
+    """Its value (repr) at the first call: what capture keeps."""
+    now: str = ""
+    """At the second call."""
+    capture_size: int = 0
+    seen: str = "predicted"
+    """predicted (two eager calls with other inputs, on any device) | replay (the GPU replay used the stale value)."""
+
+    def match_key(self) -> str:
+        return f"{self.function}:{self.argument}"
+
+
+@dataclass(frozen=True)
+class OutputStructureDetails(Details):
+    """A forward whose output structure changes with the size."""
+
+    sizes: tuple[int, ...]
+    structures: tuple[str, ...]
+    """The structure at each size (containers, each tensor's dims after the first and dtype)."""

@@ -127,11 +127,13 @@ def diff(a: Report, b: Report, fail_on: Sequence[str] = DEFAULT_FAIL_ON, time_th
         changes += _guards(a, b, unchanged)
     changes += _replay(a, b, unchanged, same_device, time_threshold, notes)
     changes += _ranks(a, b, same_torch, unchanged, kept, notes)
-    if a.summary.capturable and not b.summary.capturable:
+    per_backend = _backend_verdicts(a, b)  # one line per backend whose verdict changed, when they say more
+    if per_backend:
+        changes += per_backend
+    elif a.summary.all_capturable and not b.summary.all_capturable:  # every backend judged: what the exit code says
         changes.append(Change("verdict", "introduced", "capturable: true → false", regression=True))
-    elif not a.summary.capturable and b.summary.capturable:
+    elif not a.summary.all_capturable and b.summary.all_capturable:
         changes.append(Change("verdict", "fixed", "capturable: false → true"))
-    changes += _backend_verdicts(a, b)
 
     counted = set(FAIL_ON[:-1]) if "any" in fail_on else set(fail_on)
     counted.add("verdict")
@@ -142,8 +144,8 @@ def diff(a: Report, b: Report, fail_on: Sequence[str] = DEFAULT_FAIL_ON, time_th
     return DiffResult(
         a=a.environment.target,
         b=b.environment.target,
-        capturable_a=a.summary.capturable,
-        capturable_b=b.summary.capturable,
+        capturable_a=a.summary.all_capturable,
+        capturable_b=b.summary.all_capturable,
         changes=tuple(changes),
         unchanged=unchanged,
         regressions=regressions,

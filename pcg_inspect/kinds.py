@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .options import BACKENDS as ALL_BACKENDS
-from .details import (BufferDetails, CaptureDetails, Details, DivergenceDetails, ErrorDetails, GuardDetails, HostSyncDetails, OpDetails,
+from .details import (BreakArgDetails, BufferDetails, CaptureDetails, OutputStructureDetails, Details, DivergenceDetails, ErrorDetails, GuardDetails, HostSyncDetails, OpDetails,
                       ParamDetails, RankDetails, ReproDetails, SplitOutputDetails, TargetExitDetails, TimeoutDetails, TpMismatchDetails)
 
 
@@ -95,12 +95,12 @@ TC = ("tc_piecewise",)
 
 def blocked_backends(item: Any) -> tuple[str, ...]:
     """The backends a graph break or an error finding blocks (its kind's ``blocks``, refined by its details: a host
-    sync inside a split op's kernel blocks only ``full``; a capture or replay failure blocks the backend it ran)."""
+    sync blocks none of the backends it runs eagerly under; a capture or replay failure blocks the backend it ran)."""
     if hasattr(item, "category"):  # a graph break: only torch.compile meets it
         return get(item.category).blocks
     d = getattr(item, "details", None)
-    if isinstance(d, HostSyncDetails) and d.seen_in == "split_op":
-        return ("full",)
+    if isinstance(d, HostSyncDetails) and d.eager_under:
+        return tuple(b for b in get(item.kind).blocks if b not in d.eager_under)
     if isinstance(d, CaptureDetails):
         return (d.backend,)
     return get(item.kind).blocks
@@ -496,6 +496,61 @@ COMPILE_DIVERGENCE = declare(Kind(
     decision='decide whether the effect belongs in the served model: keep it for both (no is_compiling() branch) or '
              'move it out of the compiled region',
     details=DivergenceDetails,
+))
+
+STALE_BREAK_ARG = declare(Kind(
+    "stale_break_arg",
+    blocks=("breakable",),
+    title='A break point fed a per-call value (breakable replays the capture-time one)',
+    severity='error',
+    means="Under sglang's breakable backend each `@eager_on_graph` call (attention, the indexer, MoE all-to-all) "
+          'ends a segment, runs once at capture and is then replayed as a closure over its *capture-time* arguments '
+          "(`eager_on_graph`'s contract: arguments keep their identity, tensors live in static buffers, request state "
+          'is read inside the function). A Python value that changes per call (a step counter, a length read on the '
+          'host) or a tensor rebuilt outside the static buffers is frozen at capture: capture succeeds and every '
+          'replay uses the old value — wrong output, nothing fails. Found by calling the forward twice with other '
+          'inputs and comparing what each break point was given (`seen: predicted`, any device), and on the GPU by '
+          'the replay itself (`seen: replay`).',
+    example='self.step += 1\nreturn scaled(self.proj(x), self.step)  # scaled: a break point',
+    fix='# keep per-step state in a static device buffer the engine updates before each replay\n'
+        'self.step_buf.fill_(step)                   # outside the graph, before replay\n'
+        'out = scaled(self.proj(x), self.step_buf)   # the break reads the buffer when it runs',
+    decision='the break point takes a value that changes per call: move the read inside the eager function (request '
+             'state from the batch), or pass a device tensor that lives in a static buffer the engine updates',
+    details=BreakArgDetails,
+))
+
+BAKED_BREAK_OUTPUT = declare(Kind(
+    "baked_break_output",
+    blocks=("breakable",),
+    title='A break point returning a Python value (breakable bakes it into the next segments)',
+    severity='error',
+    means="An `@eager_on_graph` function returns a non-tensor (an int, a list of lengths) that the rest of the "
+          "forward uses. At replay sglang copies a break's new *tensor* outputs into the captured ones; a Python "
+          'value cannot be copied, and the segments after the break were captured with the capture-time value '
+          '(a slice length, a loop count, a branch). Reported when the value changed between two calls with other '
+          'inputs.',
+    example='@eager_on_graph\ndef count(x):\n    return int((x > 0).sum())\n...\nn = count(x)\nreturn h[:n]',
+    fix='Return a tensor from the break and keep the captured shapes independent of it (mask instead of slicing), '
+        'or compute the value before the captured forward.',
+    decision='the forward after the break depends on a value the break computes: return it as a tensor and keep the '
+             'captured shapes independent of it, or compute it before the graph',
+    details=BreakArgDetails,
+))
+
+OUTPUT_STRUCTURE = declare(Kind(
+    "output_structure",
+    blocks=("breakable", "full"),
+    title='Output structure that changes with the size',
+    severity='error',
+    means="sglang's breakable and full backends copy the forward's output into one shared buffer allocated for the "
+          'largest size and slice it per size: the output must have the same structure (containers, tensors, their '
+          'dims after the first, dtypes) at every size. A forward that returns another structure at another size '
+          "does not fit that buffer. tc_piecewise returns each compiled graph's own output and is not affected.",
+    example='return (h, aux) if x.shape[0] > 16 else h',
+    fix='Return the same structure at every size, with only the first dim varying.',
+    decision='the output changes structure with the size: make every size return the same structure',
+    details=OutputStructureDetails,
 ))
 
 declare(Kind(

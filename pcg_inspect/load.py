@@ -7,6 +7,7 @@ traced at every size (sglang compiles one model), later calls only contribute in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -50,6 +51,9 @@ class Target:
     entry: tuple[str, int, str] = ("", 0, "")
     """(file, line, function) of the first ``forward`` in the user's code (for a model: the decoder layer's, in its
     ``modeling_*.py``): where a finding goes when the frame Dynamo compiled is pcg-inspect's own wrapper."""
+    break_ops: tuple[str, ...] = ()
+    """breakable's break ops the target declares in ``BREAK_OPS`` (a model: its attention, as sglang's
+    RadixAttention.forward is an ``@eager_on_graph`` function)."""
 
 
 def load(
@@ -85,7 +89,14 @@ def load(
         mod, factory, roots = _factory_of(spec)
         model_split_ops = ()
     split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ()) + tuple(model_split_ops)
-    return _from_factory(spec, factory, capture_sizes, device, dtype, split_ops, roots, rank=rank, world_size=world_size)
+    target = _from_factory(spec, factory, capture_sizes, device, dtype, split_ops, roots, rank=rank, world_size=world_size)
+    # a model's attention is sglang's RadixAttention.forward, an @eager_on_graph function; its TP all-reduce is not
+    target.break_ops = tuple(getattr(mod, "BREAK_OPS", ()) or ()) + tuple(o for o in model_split_ops if o == _ATTENTION_OP)
+    return target
+
+
+_ATTENTION_OP = "pcg_inspect::attention"
+"""``models.attention.SPLIT_OP`` (not imported here: it imports torch)."""
 
 
 def _from_factory(spec: str, factory: Callable[..., Any], capture_sizes: tuple[int, ...], device: str, dtype: str | None,
@@ -151,17 +162,18 @@ def load_object(obj: Any, args: Any, kwargs: Any, capture_sizes: tuple[int, ...]
     roots = (str(Path(file).resolve().parent),) if file else ()
     mod = sys.modules.get(getattr(source, "__module__", ""), None)
     split_ops = tuple(getattr(mod, "SPLIT_OPS", ()) or ())
+    break_ops = tuple(getattr(mod, "BREAK_OPS", ()) or ())
     if not isinstance(obj, torch.nn.Module):
         if not callable(obj):
             raise TargetError(f"the target must be an nn.Module, a factory or a target string, got {type(obj).__name__}")
-        return _from_factory(spec, obj, capture_sizes, device, dtype, split_ops, roots)
+        return dataclasses.replace(_from_factory(spec, obj, capture_sizes, device, dtype, split_ops, roots), break_ops=break_ops)
     if args is None and kwargs is None:
         calls = [Call(t, _default_inputs(spec, obj, t), {}) for t in capture_sizes]
     else:
         args = args if isinstance(args, (tuple, list)) else (args,)
         calls = [Call(_fixed_tokens(tuple(args), dict(kwargs or {})), tuple(args), dict(kwargs or {}))]
     fixed = args is not None or kwargs is not None
-    return _placed(Target(spec, obj, calls, split_ops, roots, file, line, fixed), device, _torch_dtype(dtype) if dtype else None)
+    return _placed(Target(spec, obj, calls, split_ops, roots, file, line, fixed, break_ops=break_ops), device, _torch_dtype(dtype) if dtype else None)
 
 
 def _factory_of(spec: str) -> tuple[Any, Callable[..., Any], tuple[str, ...]]:

@@ -97,6 +97,15 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 
 BACKENDS = ("tc_piecewise", "breakable", "full")
 """sglang 0.5.23's CUDA-graph capture backends (``cuda_graph_config.Backend``), in the order verdicts are shown."""
+PHASES = ("prefill", "decode")
+ENGINE_DEFAULT_BACKEND = {"prefill": "breakable", "decode": "full"}
+"""sglang 0.5.23's backend for each phase on CUDA when nothing is configured (``CudaGraphConfig``: decode ->
+full, prefill -> ``default_prefill_backend()``, breakable on CUDA). tc_piecewise is opt-in there."""
+
+
+def default_backends(phase: str) -> tuple[str, ...]:
+    """What a run judges when no backend is asked for: the engine's default for the phase, and tc_piecewise."""
+    return normalise_backends((ENGINE_DEFAULT_BACKEND.get(phase, "breakable"), "tc_piecewise"))
 
 
 def parse_backends(text: str) -> tuple[str, ...]:
@@ -105,13 +114,13 @@ def parse_backends(text: str) -> tuple[str, ...]:
 
 
 def normalise_backends(names: tuple[str, ...]) -> tuple[str, ...]:
-    """Comma lists split, 'all' expanded, duplicates dropped, in BACKENDS order; none given: tc_piecewise."""
+    """Comma lists split, 'all' expanded, duplicates dropped, in BACKENDS order; none given: ()."""
     flat = [n.strip() for item in names for n in str(item).split(",") if n.strip()]
     if "all" in flat:
         flat = [n for n in flat if n != "all"] + list(BACKENDS)
     known = [b for b in BACKENDS if b in flat]
     unknown = [n for n in dict.fromkeys(flat) if n not in BACKENDS]
-    return tuple(known + unknown) or ("tc_piecewise",)
+    return tuple(known + unknown)
 
 
 parse_capture_sizes = parse_sizes
@@ -202,15 +211,26 @@ class TraceOptions:
                                        parse=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()),
                                        help="Op that starts its own eager piece (ns::op, ns.op, ns.op.default). Repeatable.")
     """Extra split ops (any spelling); the target's SPLIT_OPS and sglang's registry join them."""
+    break_ops: tuple[str, ...] = _flag((), decls=("--break-op",), metavar="NS::OP", repeat=True,
+                                       parse=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()),
+                                       help="Op that ends a breakable segment and runs eagerly (in the engine: called "
+                                            "from an @eager_on_graph function). Repeatable.")
+    """breakable's break points besides sglang's ``@eager_on_graph`` functions, which are found by themselves: ops the
+    engine calls from such a function (the target's BREAK_OPS and a model's attention join them)."""
     sglang_split_ops: bool = _flag(True, decls=("--no-sglang-split-ops",), negate=True, parse=parse_bool,
                                    help="Do not add sglang's registered split ops even if sglang imports.")
     """Add sglang's registered split ops when sglang is importable."""
-    backends: tuple[str, ...] = _flag(("tc_piecewise",), decls=("--backend",), metavar="NAME", repeat=True,
+    backends: tuple[str, ...] = _flag((), decls=("--backend",), metavar="NAME", repeat=True,
                                       parse=parse_backends,
                                       help="Capture backend(s) to judge: tc_piecewise (torch.compile + split pieces), "
-                                           "breakable (sglang's BCG: Python forward, segments cut at the split ops), "
-                                           "full (one graph per size) or all. Repeatable.")
-    """sglang's capture backends to judge, each with its own verdict (``BACKENDS``)."""
+                                           "breakable (sglang's BCG: Python forward, segments cut at @eager_on_graph calls and break ops), "
+                                           "full (one graph per size) or all. Repeatable. Default: sglang's default "
+                                           "for --phase (prefill: breakable, decode: full) and tc_piecewise.")
+    """sglang's capture backends to judge, each with its own verdict (``BACKENDS``); () -> ``default_backends``."""
+    phase: str = _flag("prefill", decls=("--phase",), metavar="prefill|decode",
+                       help="The engine phase: picks sglang's default backend (prefill: breakable, decode: full), "
+                            "whose verdict is summary.capturable.")
+    """prefill | decode: which of sglang's defaults ``summary.capturable`` is the verdict of."""
     device: str = _flag("cpu", decls=("--device",), metavar="cpu|cuda", help="cpu, cuda or cuda:N.")
     """cpu | cuda | cuda:N."""
     dtype: Optional[str] = _flag(None, decls=("--dtype",), metavar="DTYPE",
@@ -254,7 +274,7 @@ class TraceOptions:
             raise UsageError(f"unknown trace option(s): {', '.join(sorted(unknown))}")
         values = dict(data)
         values["model"] = ModelOptions(**{**values.get("model", {}), "overrides": tuple(values.get("model", {}).get("overrides", ()))})
-        for key in ("sizes", "split_ops", "backends"):
+        for key in ("sizes", "split_ops", "break_ops", "backends"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -273,7 +293,7 @@ class TraceOptions:
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise UsageError(f"unknown option {unknown[0]!r}{hint}; options: {', '.join(sorted(public))}")
         values = {k: v for k, v in options.items() if v is not None}
-        for key in ("sizes", "split_ops", "overrides"):
+        for key in ("sizes", "split_ops", "break_ops", "overrides"):
             if key in values:
                 values[key] = tuple(values[key])
         if isinstance(values.get("backends"), str):
@@ -314,11 +334,23 @@ class TraceOptions:
             raise OptionError("timeout", f"must be 0 (no limit) or a number of seconds, got {self.timeout:g}")
         if not self.sizes or any(not isinstance(s, int) or s <= 0 for s in self.sizes):
             raise OptionError("sizes", "needs at least one positive size")
+        if self.phase not in PHASES:
+            raise OptionError("phase", f"must be prefill or decode, got {self.phase!r}")
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise OptionError("backends", f"must be tc_piecewise, breakable, full or all, got {unknown[0]!r}")
         self.model.validate()
         return self
+
+    @property
+    def judged_backends(self) -> tuple[str, ...]:
+        """The backends this run judges: those asked for, or the engine's default for the phase and tc_piecewise."""
+        return self.backends or default_backends(self.phase)
+
+    @property
+    def default_backend(self) -> str:
+        """sglang's default backend for the phase (``ENGINE_DEFAULT_BACKEND``)."""
+        return ENGINE_DEFAULT_BACKEND.get(self.phase, "breakable")
 
     @property
     def torch_dtype_name(self) -> Optional[str]:

@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from .breakpoints import resolve_break_ops
 from .deadline import shielded
 from .errors import TraceTimeout, UsageError
 from .options import RunContext, TraceOptions
@@ -45,6 +46,8 @@ class _State:
     analysis: Any = None
     cut: Any = None
     split_ops: tuple[str, ...] = ()
+    break_ops: tuple[str, ...] = ()
+    """breakable's break ops (``breakpoints.resolve_break_ops``)."""
     sglang_version: str = ""
     warnings: list[str] = field(default_factory=list)
     replay: Any = None
@@ -120,6 +123,7 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
     ops, state.sglang_version, warnings = split_stage.resolve_split_ops(
         options.split_ops, state.target.split_ops, options.sglang_split_ops)
     state.split_ops, state.warnings = tuple(ops), list(warnings)
+    state.break_ops = resolve_break_ops(tuple(options.break_ops) + tuple(state.target.break_ops))
     if state.target.fixed_inputs:
         state.warnings.append(f"the factory takes no `tokens`: traced, observed and replayed at its inputs' own size "
                               f"({state.target.calls[0].tokens} tokens); give it a `tokens` parameter to check every capture size")
@@ -127,10 +131,11 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
         state.result = trace.trace_target(state.target, options.dynamic, on_progress=say, record_inputs=options.replay)
     with _stage(state, "analyze"):
         say("analyzing")
-        state.analysis = analyze.analyze(state.result, state.target, observe_ops=options.observe_ops)
+        state.analysis = analyze.analyze(state.result, state.target, observe_ops=options.observe_ops,
+                                         break_ops=state.break_ops, backends=options.judged_backends)
     with _stage(state, "split"):
         state.cut = split_stage.split(state.result.graphs, state.split_ops, state.target.roots)
-        state.analysis = analyze.with_piece_findings(state.analysis, state.result, state.cut, state.target, options.backends)
+        state.analysis = analyze.with_piece_findings(state.analysis, state.result, state.cut, state.target, options.judged_backends)
     if options.replay:
         if checkpoint is not None:
             checkpoint(_report(state))
@@ -140,7 +145,7 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
             state.replay = outcome.replay
             state.replay_findings = outcome.findings
         if options.device.startswith("cuda"):
-            for backend in (b for b in options.backends if b != "tc_piecewise"):
+            for backend in (b for b in options.judged_backends if b != "tc_piecewise"):
                 with _stage(state, f"replay:{backend}"):
                     _replay_backend(state, backend, say)
 
@@ -190,15 +195,17 @@ def _replay_backend(state: _State, backend: str, say: Progress) -> None:
     from .replay.plain import outcome_findings, replay_backend
     from .report import Replay
 
-    outcome = replay_backend(state.target, backend, state.split_ops, state.target.roots, on_progress=say)
+    outcome = replay_backend(state.target, backend, state.break_ops, state.target.roots, on_progress=say)
     note = {"full": "the whole forward captured as one CUDA graph per size (sglang's full backend: two eager warm-ups, "
                     "one capture stream, one shared pool); replayed with fresh inputs against eager",
-            "breakable": "the forward captured as segments cut at the split ops, each break run eagerly and replayed with "
+            "breakable": "the forward captured as segments cut at the break points (@eager_on_graph functions, break "
+                         "ops), each break run eagerly and replayed with "
                          "its capture-time arguments (sglang's breakable backend: two warm-ups, one capture stream, one "
                          "shared pool); replayed with fresh inputs against eager"}[backend]
     replay = Replay(state.options.device, backend, worst_status(s.status for s in outcome.sizes), tuple(outcome.sizes), note)
     state.backend_replays += (replay,)
-    state.replay_findings += tuple(outcome_findings(outcome, backend, state.split_ops))
+    state.replay_findings += tuple(outcome_findings(outcome, backend, state.split_ops, state.break_ops,
+                                                    state.analysis.findings if state.analysis else ()))
 
 
 def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
@@ -216,8 +223,8 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
         findings, recompiles = _at_entry(findings, target.entry), _at_entry(recompiles, target.entry)
     return Report(
         schema_version=SCHEMA_VERSION, environment=env,
-        summary=build_summary(graphs, breaks, findings, pieces, recompiles, state.replay, options.backends,
-                              state.backend_replays),
+        summary=build_summary(graphs, breaks, findings, pieces, recompiles, state.replay, options.judged_backends,
+                              state.backend_replays, options.default_backend),
         graph_breaks=breaks, findings=findings, graphs=graphs, guards=a.guards if a else (), recompiles=recompiles,
         split_ops=state.split_ops, pieces=pieces, replay=state.replay, warnings=tuple(state.warnings),
         timings_s=dict(state.timings), backend_replays=state.backend_replays,

@@ -21,7 +21,7 @@ from .errors import ReportError
 if typing.TYPE_CHECKING:
     from .options import TraceOptions
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 """2: typed finding details, the verdict decided from breaks, error findings and replay."""
 
 SEVERITIES = ("error", "warning", "info")
@@ -289,7 +289,8 @@ class Summary:
     num_pieces: int
     num_recompiles: int
     capturable: bool
-    """No graph break, no error finding, no replayed piece that failed (``decide``)."""
+    """The verdict for ``backend`` — sglang's default backend for the phase when it was judged (prefill:
+    breakable, decode: full), else for every backend judged: no problem that blocks it (``decide``)."""
     replay_status: str = ""
     """Replay verdict, '' when replay did not run."""
     verdict: str = ""
@@ -300,7 +301,12 @@ class Summary:
     num_split_pieces: int = 0
     """Pieces that run eagerly (a split op each), across all graphs."""
     backends: tuple[BackendVerdict, ...] = ()
-    """Each backend asked for (``--backend``), with its own verdict; ``capturable`` is all of them."""
+    """Each backend judged (``--backend``), with its own verdict."""
+    backend: str = ""
+    """The backend ``capturable`` is the verdict of: the engine's default for the phase when judged; '' when it
+    was not judged (then ``capturable`` is every backend's)."""
+    all_capturable: bool = True
+    """Every backend judged is capturable: what the exit code, ``assert_capturable`` and the headline follow."""
 
     def counts_text(self) -> str:
         """The graph and piece counts as every view says them: '2 graph(s) · 3 piece(s) per graph, 1 split' when
@@ -333,7 +339,11 @@ class Environment:
     rank: int = 0
     """This report's rank (0 for the merged report)."""
     backends: tuple[str, ...] = ("tc_piecewise",)
-    """The capture backends judged (``--backend``)."""
+    """The capture backends judged (``--backend``; by default the phase's engine default and tc_piecewise)."""
+    phase: str = "prefill"
+    """prefill | decode (``--phase``)."""
+    default_backend: str = "breakable"
+    """sglang 0.5.23's default backend for the phase on CUDA (prefill: breakable, decode: full)."""
 
     @classmethod
     def of_run(cls, options: "TraceOptions", **measured: Any) -> "Environment":
@@ -346,7 +356,8 @@ class Environment:
         base = dict(tool_version=__version__, torch_version="", python_version=platform.python_version(),
                     platform=f"{platform.system()} {platform.machine()}", device=options.device,
                     dtype=options.dtype or "as built", command=options.command, target=options.target,
-                    capture_sizes=options.sizes, dynamic=options.dynamic, backends=tuple(options.backends))
+                    capture_sizes=options.sizes, dynamic=options.dynamic, backends=options.judged_backends, phase=options.phase,
+                    default_backend=options.default_backend)
         return cls(**{**base, **measured})
 
 
@@ -376,8 +387,18 @@ class Report:
 
     @property
     def capturable(self) -> bool:
-        """The verdict (``summary.capturable``): what the exit code and every view follow."""
+        """The verdict for sglang's default backend of the phase (``summary.capturable``; every backend judged when
+        that one was not)."""
         return self.summary.capturable
+
+    @property
+    def all_capturable(self) -> bool:
+        """Every backend judged is capturable (``summary.all_capturable``): what the exit code follows."""
+        return self.summary.all_capturable
+
+    def verdict_for(self, backend: str) -> Optional[BackendVerdict]:
+        """One backend's verdict (None when it was not judged)."""
+        return next((v for v in self.summary.backends if v.backend == backend), None)
 
     def problems(self, backend: Optional[str] = None) -> list["Problem"]:
         """Everything that makes the target not capturable, in order: breaks, error findings, failed pieces; for
@@ -567,10 +588,11 @@ def decide(breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Findin
 
 def build_summary(graphs: typing.Sequence[Graph], breaks: typing.Sequence[GraphBreak], findings: typing.Sequence[Finding],
                   pieces: typing.Sequence[Piece], recompiles: typing.Sequence[Recompile], replay: Optional["Replay"],
-                  backends: typing.Sequence[str] = ("tc_piecewise",), backend_replays: typing.Sequence["Replay"] = ()
-                  ) -> Summary:
-    """The summary of a report's content, one verdict per backend judged; ``capturable`` is all of them, and the
-    verdict line is the first failing backend's (named when more than one is judged)."""
+                  backends: typing.Sequence[str] = ("tc_piecewise",), backend_replays: typing.Sequence["Replay"] = (),
+                  default_backend: str = "") -> Summary:
+    """The summary of a report's content, one verdict per backend judged. ``capturable`` is ``default_backend``'s
+    verdict when it was judged (else every backend's), ``all_capturable`` every backend's, and the verdict line is
+    the first failing backend's (named when more than one is judged)."""
     verdicts = []
     for name in backends:
         rp = replay if name == "tc_piecewise" else next((r for r in backend_replays if r.mode == name), None)
@@ -579,14 +601,17 @@ def build_summary(graphs: typing.Sequence[Graph], breaks: typing.Sequence[GraphB
         verdicts.append(BackendVerdict(name, capturable, verdict, num, captured))
     failing = [v for v in verdicts if not v.capturable]
     first = failing[0] if failing else None
+    main = next((v for v in verdicts if v.backend == default_backend), None)
     verdict = "" if first is None else (first.verdict if len(verdicts) == 1 else f"{first.backend}: {first.verdict}")
     return Summary(
         num_graphs=len(graphs), num_graph_breaks=len(breaks), num_findings=count_findings(findings),
-        num_pieces=len(pieces), num_recompiles=len(recompiles), capturable=not failing,
+        num_pieces=len(pieces), num_recompiles=len(recompiles),
+        capturable=main.capturable if main is not None else not failing,
         replay_status=replay.status if replay is not None else "", verdict=verdict,
         num_problems=max((v.num_problems for v in verdicts), default=0),
         pieces_per_graph=tuple(sum(1 for p in pieces if p.graph == g.index) for g in graphs),
         num_split_pieces=sum(1 for p in pieces if p.is_split), backends=tuple(verdicts),
+        backend=main.backend if main is not None else "", all_capturable=not failing,
     )
 
 
@@ -594,7 +619,8 @@ def with_summary(report: "Report", **changes: Any) -> "Report":
     """A copy of ``report`` with fields replaced and the summary (verdict included) recomputed."""
     r = dataclasses.replace(report, **changes)
     return dataclasses.replace(r, summary=build_summary(r.graphs, r.graph_breaks, r.findings, r.pieces, r.recompiles, r.replay,
-                                                        r.environment.backends, r.backend_replays))
+                                                        r.environment.backends, r.backend_replays,
+                                                        r.environment.default_backend))
 
 
 def _at(file: str, line: int) -> str:
@@ -679,11 +705,11 @@ def from_jsonable(tp: Any, value: Any) -> Any:
 
 
 def exit_code(report: Report) -> int:
-    """What a front end exits with for a report: 4 timeout, 2 the target ended the process, 1 not capturable,
-    0 capturable."""
+    """What a front end exits with for a report: 4 timeout, 2 the target ended the process, 1 not capturable under
+    a backend judged, 0 capturable under every one."""
     from .errors import EXIT_OK, EXIT_PROBLEMS
 
     forced = [code for f in report.findings if (code := registry.get(f.kind).exit_code) is not None]
     if forced:
         return max(forced)  # a kind that stopped the run (kinds.py): timeout 4 over target_exit 2
-    return EXIT_OK if report.summary.capturable else EXIT_PROBLEMS
+    return EXIT_OK if report.summary.all_capturable else EXIT_PROBLEMS

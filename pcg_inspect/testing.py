@@ -49,7 +49,8 @@ def _resolve_target(target: Any) -> Any:
 
 
 def assert_capturable(target: Any, args: Any = None, kwargs: Optional[dict[str, Any]] = None, **options: Any) -> Any:
-    """Trace ``target`` (see ``pcg_inspect.inspect``) and fail with the readable list of problems unless capturable.
+    """Trace ``target`` (see ``pcg_inspect.inspect``) and fail with the readable list of problems unless capturable
+    under every backend judged (``backends=``; by default sglang's default for the phase and tc_piecewise).
 
     Returns:
         The Report, for further assertions.
@@ -59,7 +60,7 @@ def assert_capturable(target: Any, args: Any = None, kwargs: Optional[dict[str, 
     from .api import inspect
 
     report = inspect(_resolve_target(target), args, kwargs, **options)
-    if not report.capturable:
+    if not report.all_capturable:
         raise AssertionError(problems_text(report))
     return report
 
@@ -105,7 +106,13 @@ def assert_no_regression(report_or_target: Any, baseline: str | os.PathLike[str]
 def problems_text(report: Any) -> str:
     """The problems of a report, one readable block each: where, what, and the fix to paste."""
     problems = report.problems()
-    lines = [f"pcg-inspect: {report.environment.target} is NOT CAPTURABLE ({len(problems)} problem(s)):"]
+    verdicts = report.summary.backends
+    under = ""
+    if len(verdicts) > 1:
+        failing = [v.backend for v in verdicts if not v.capturable]
+        passing = [v.backend for v in verdicts if v.capturable]
+        under = f" under {', '.join(failing)}" + (f" (capturable under {', '.join(passing)})" if passing else "")
+    lines = [f"pcg-inspect: {report.environment.target} is NOT CAPTURABLE{under} ({len(problems)} problem(s)):"]
     for i, p in enumerate(problems, 1):
         where = f"{p.file}:{p.line}" if p.file else "-"
         lines.append(f"{i:>2}. [{p.category}] {p.title}")

@@ -85,7 +85,7 @@ def test_baseline_round_trip(tmp_path):
     assert not assert_no_regression(AFTER, baseline=base).regressed
     with pytest.raises(AssertionError) as err:
         assert_no_regression(BEFORE, baseline=base)  # the fix reverted: every problem is back
-    assert "regression(s)" in str(err.value) and "data_ptr" in str(err.value) and "capturable: true → false" in str(err.value)
+    assert "regression(s)" in str(err.value) and "data_ptr" in str(err.value) and "tc_piecewise: capturable true → false" in str(err.value)
 
 
 def test_the_engine_ci_example_runs_as_an_engines_ci_would(tmp_path):

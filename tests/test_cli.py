@@ -43,7 +43,7 @@ def test_breaks_exit_1_and_json_fields(tmp_path):
     for key in ("category", "reason", "gb_id", "file", "line", "function", "code", "user_stack", "hint"):
         assert key in b
     assert b["line"] == marker_line(BREAKS, "BREAK:data_ptr")
-    assert data["summary"]["capturable"] is False
+    assert data["summary"]["all_capturable"] is False and data["summary"]["capturable"] is True  # breakable: no Dynamo
 
 
 def test_out_dir_gets_report(tmp_path):

@@ -33,7 +33,8 @@ def test_after_to_before_is_a_regression_naming_each_problem():
     d = diff(after, before)
     assert d.regressed
     joined = "\n".join(d.regressions)
-    for needle in ("data_ptr", "data_dependent", "missing_fake_impl", "capturable: true → false"):
+    for needle in ("data_ptr", "data_dependent", "missing_fake_impl", "tc_piecewise: capturable true → false",
+                   "breakable: capturable true → false"):
         assert needle in joined
 
 
@@ -65,7 +66,9 @@ def test_line_shift_alone_is_no_change_and_added_data_ptr_is_regression(tmp_path
 
 def test_fail_on_selects_what_counts(tmp_path):
     before, after = _reports()
-    assert diff(after, before, fail_on=("timing",)).regressions == ("capturable: true → false",)
+    # the verdicts alone count: a graph break blocks tc_piecewise, a data-dependent one every backend
+    assert diff(after, before, fail_on=("timing",)).regressions == ("tc_piecewise: capturable true → false",
+                                                                    "breakable: capturable true → false")
     assert parse_fail_on(["breaks,replay", "any"]) == ("breaks", "replay", "any")
 
 

@@ -119,7 +119,7 @@ def test_host_sync_in_a_captured_piece_is_an_error_at_its_line_and_no_break(kind
     assert f.severity == "error" and f.line == marker_line(ENGINE, f"MARK:{kind}")
     assert f.details.cause == cause and f.details.seen_in == "graph" and f.details.piece == 0
     assert "CUDA-graph capture of the piece then fails" in f.message and f.hint
-    assert not r.capturable and r.summary.verdict.startswith("host_sync")
+    assert not r.capturable and r.verdict_for("breakable").verdict.startswith("host_sync")  # every backend captures it
 
 
 def test_host_sync_inside_a_custom_ops_kernel_points_at_the_call_and_the_kernel_line():
@@ -131,9 +131,16 @@ def test_host_sync_inside_a_custom_ops_kernel_points_at_the_call_and_the_kernel_
     assert f.fix.startswith('SPLIT_OPS = ["pcg_engine::scale_by_max"]')
 
 
-def test_host_sync_inside_a_split_op_is_fine():
+def test_host_sync_inside_a_split_op_is_fine_under_tc_piecewise_only():
+    """A split op runs eagerly between tc_piecewise's pieces; sglang's breakable captures it unless an
+    @eager_on_graph function (or a declared break op) runs it."""
     r = _engine("split_sync")
-    assert not [f for f in r.findings if f.kind == "host_sync"] and r.capturable
+    (f,) = [f for f in r.findings if f.kind == "host_sync"]
+    assert f.details.eager_under == ("tc_piecewise",) and f.details.seen_in == "split_op"
+    assert r.verdict_for("tc_piecewise").capturable and not r.verdict_for("breakable").capturable
+    only = run(TraceOptions(target=f"{ENGINE}:make_split_sync", sizes=(8, 16), backends=("tc_piecewise",),
+                            sglang_split_ops=False)).report
+    assert not [f for f in only.findings if f.kind == "host_sync"] and only.capturable
 
 
 @pytest.mark.parametrize("kind, category", [

@@ -70,7 +70,7 @@ def test_fix_on_the_example_leaves_only_the_decision():
     assert '+@torch.library.register_fake("nsa_ext::topk_indices")' in out
     assert '+@torch.library.register_fake("nsa_ext::store_k_cache")' in out
     assert "✗ left for you: data_dependent: if positions.max() < TOPK:" in out and "why: a branch on tensor values" in out
-    assert "NOT CAPTURABLE — graph break (data_dependent)" in out and "1 graph break(s), 0 error(s)" in out
+    assert "NOT CAPTURABLE — tc_piecewise: graph break (data_dependent)" in out and "1 graph break(s), 0 error(s)" in out
     assert "(not written: rerun with --write" in out
     assert (EXAMPLES / "nsa_indexer" / "before.py").read_text() == before_text  # nothing written
 

@@ -249,7 +249,9 @@ def test_diff_markdown_with_json_to_stdout_keeps_stdout_json():
 
 def test_target_prints_never_reach_stdout_with_json():
     res = _cli("trace", f"{HOSTILE}:make_printer", "--tokens", "8", "--json", "-")
-    assert json.loads(res.stdout)["schema_version"] == "2"  # stdout is exactly the JSON
+    from pcg_inspect.report import SCHEMA_VERSION
+
+    assert json.loads(res.stdout)["schema_version"] == SCHEMA_VERSION  # stdout is exactly the JSON
     assert "[target output]" in res.stderr
 
 

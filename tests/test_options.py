@@ -17,7 +17,7 @@ def test_round_trip_keeps_every_field():
     opts = TraceOptions(target="llama3-8b", sizes=(16, 2), split_ops=("a::b",), device="cuda:1", dtype="bf16",
                         dynamic="unbacked", replay=False, isolate=True, sglang_split_ops=False, observe_ops=False,
                         model=ModelOptions("0-1", 0, "sdpa", SHRINK), nproc=2, timeout=12.5, command="x",
-                        backends=("breakable", "full"))
+                        backends=("breakable", "full"), phase="decode", break_ops=("x::y",))
     data = json.loads(json.dumps(opts.to_dict()))
     assert TraceOptions.from_dict(data) == opts
     # every field differs from its default above, so none can be dropped silently

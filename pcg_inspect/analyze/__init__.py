@@ -18,6 +18,7 @@ from ..frames import is_user_file, library_frame, source_line
 from ..load import Target
 from ..report import Finding, GraphBreak, GuardSet, Recompile
 from ..trace import TraceResult
+from .breakable import break_findings, output_structure_findings
 from .breaks import build_breaks
 from .effects import divergence_findings
 from .guards import build_guard_sets, build_recompiles, pinned_findings, recompile_findings
@@ -42,18 +43,20 @@ class Analysis:
     reached: frozenset[tuple[str, int]] = field(default_factory=frozenset)
 
 
-def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> Analysis:
+def analyze(result: TraceResult, target: Target, observe_ops: bool = True, break_ops: Sequence[str] = (),
+            backends: Sequence[str] = ("tc_piecewise",)) -> Analysis:
     """Analyze one trace.
 
     Args:
         result: from ``trace.trace``.
         target: the loaded target (for user-code roots and inputs).
         observe_ops: run the target eagerly under the observer (op, host-sync and state findings).
+        break_ops: breakable's break ops (``breakpoints``); with ``backends``, what breakable and full need checked.
     Returns:
         Analysis.
     """
     roots = target.roots
-    obs = observe(target.module, target.calls, roots) if observe_ops else None
+    obs = observe(target.module, target.calls, roots, break_ops) if observe_ops else None
     breaks = _without_target_failures(build_breaks(result.breaks, result.sizes_per_break, roots), result, roots)
     recompiles = build_recompiles(result.recompiles)
     reached = reached_lines(result.graphs, breaks)
@@ -73,6 +76,12 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True) -> An
     findings += divergence_findings(obs.effects if obs is not None else None, result.effects, target.module, roots,
                                     max((c.tokens or 0 for c in target.calls), default=None) or None)
     findings += _new_state_guards(state_guard_findings(result.guard_sets, reached, roots), findings)
+    if obs is not None and not obs.errors and ("breakable" in backends or "full" in backends):
+        findings += output_structure_findings(obs, target)
+    if obs is not None and not obs.errors and "breakable" in backends and (
+            obs.break_functions or any(name in break_ops for name in obs.ops)):
+        smallest = min(target.calls, key=lambda c: c.tokens or 0)
+        findings += break_findings(target.module, smallest, roots, break_ops)
     return Analysis(tuple(breaks), tuple(findings), tuple(build_guard_sets(result.guard_sets)), tuple(recompiles),
                     obs, frozenset(reached))
 
@@ -161,7 +170,8 @@ def _first(text: str) -> str:
 
 
 def _call_error_findings(result: TraceResult, roots: Sequence[str], obs: Optional[Observation]) -> list[Finding]:
-    """One target_error per line the target raised at, with every size it raised at.
+    """One target_error per line the target raised at, with every size it raised at (a dynamo_error when the eager
+    observation ran without error: only the compiled forward raises).
 
     An error raised inside a compiled graph has only the graph's code on its stack: the eager run's
     traceback of the same error gives the user's line.
@@ -178,9 +188,21 @@ def _call_error_findings(result: TraceResult, roots: Sequence[str], obs: Optiona
             key = (site[0], site[1], key[2] if site[0] == key[0] else "")
         by_line.setdefault(key, []).append(err)
     out = []
+    eager_ran = obs is not None and not obs.errors  # then the compiled forward raised where eager did not
     for (file, line, function), errs in by_line.items():
         sizes = sorted(e.capture_size for e in errs if e.capture_size)
         at = f" at {', '.join(map(str, sizes))} tokens" if sizes else ""
+        if eager_ran and sizes and set(sizes) <= set(obs.outputs):  # eager ran at these very sizes
+            out.append(Finding(
+                kind="dynamo_error", severity="error",
+                message=f"the compiled forward raised {one_line(errs[0].exc)}{at}, where the eager forward runs: "
+                        "torch.compile (tc_piecewise) fails on it, breakable and full do not compile",
+                file=file, line=line, function=function, code=source_line(file, line),
+                hint="Rewrite the construct so Dynamo traces it (or keep it out of the compiled forward); the eager "
+                     "code is right.",
+                details=ErrorDetails(exception=one_line(errs[0].exc), capture_size=sizes[0] if sizes else None),
+            ))
+            continue
         out.append(Finding(
             kind="target_error", severity="error", message=f"the target raised {one_line(errs[0].exc)}{at}",
             file=file, line=line, function=function, code=source_line(file, line),

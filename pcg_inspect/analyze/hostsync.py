@@ -9,7 +9,9 @@ as an unbacked size, and capturing that piece fails on the host sync. Found thre
 - inside a custom op's kernel, seen in the eager run, when that op sits in a captured piece;
 - in code Dynamo never reached (seen in the eager run only).
 
-A host sync in a split piece (or inside a split op's kernel) is fine: split pieces run eagerly.
+A host sync in a split piece (or inside a split op's kernel) is fine under tc_piecewise: split pieces run
+eagerly. Under breakable only break points run eagerly (``breakpoints``: ``@eager_on_graph`` functions and break
+ops), under full nothing: each finding says which backends it blocks (``HostSyncDetails.eager_under``).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ _HOST_COPY_METHODS = ("cpu", "numpy", "tolist", "item")
 def host_sync_findings(graphs: Sequence[Any], cut: Any, obs: Optional[Observation], reached: set[tuple[str, int]],
                        breaks: Sequence[Any], split_ops: Sequence[str], roots: Sequence[str],
                        backends: Sequence[str] = ("tc_piecewise",)) -> list[Finding]:
-    """host_sync errors, one per (line, cause), in graph order; with ``full`` judged, also the syncs inside split
-    ops' kernels (they run eagerly between pieces or segments, but inside the one graph ``full`` captures)."""
+    """host_sync errors, one per (line, cause), in graph order; with ``full`` or ``breakable`` judged, also the syncs
+    inside split ops' kernels (eager between tc_piecewise's pieces, captured by full, and by breakable unless the
+    op runs inside a break point)."""
     found: dict[tuple, Finding] = {}
+    in_break = {s.site for s in obs.syncs if s.in_break} if obs is not None else set()
     captured_ops: dict[str, tuple[int, int, Any]] = {}
     for g in graphs:
         pieces, split = cut.piece_of[g.index], cut.split_pieces[g.index]
@@ -46,13 +50,15 @@ def host_sync_findings(graphs: Sequence[Any], cut: Any, obs: Optional[Observatio
                 captured_ops.setdefault(target_key(node.target), (g.index, piece, node))
             cause = node_sync_cause(node)
             if cause:
-                f = _finding(op_label(node), cause, "graph", node_user_location(node, roots), g.index, piece, node.name)
+                site = node_user_location(node, roots)
+                f = _finding(op_label(node), cause, "graph", site, g.index, piece, node.name,
+                             eager_under=("breakable",) if site in in_break else ())
                 found.setdefault((f.file, f.line, cause), f)
     if obs is not None:
         for f in _kernel_syncs(obs, captured_ops, reached, split_ops, roots) + _unreached_syncs(obs, reached, breaks):
             found.setdefault((f.file, f.line, f.details.cause), f)
-        if "full" in backends:
-            for f in _split_op_syncs(obs, split_ops):
+        for f in _split_op_syncs(obs, split_ops):
+            if any(b not in f.details.eager_under for b in backends):
                 found.setdefault((f.file, f.line, f.details.cause, "split_op"), f)
     return [_with_output_size(f, obs) if f.details.cause == "repeat_interleave" and obs is not None else f
             for f in found.values()]
@@ -110,12 +116,14 @@ def _kernel_syncs(obs: Observation, captured_ops: dict[str, tuple[int, int, Any]
         sync = info.syncs[0]
         kernel = f" (at {_short(sync.site)})" if sync.site[0] else ""
         out.append(_finding(sync.op, sync.cause, "custom_op", site, where[0] if where else None, where[1] if where else None,
-                            where[2].name if where else "", inside=info.name, extra=kernel))
+                            where[2].name if where else "", inside=info.name, extra=kernel,
+                            eager_under=("breakable",) if info.in_break else ()))
     return out
 
 
 def _split_op_syncs(obs: Observation, split_ops: Sequence[str]) -> list[Finding]:
-    """Host syncs inside split ops' kernels: fine where split ops run eagerly, fatal in ``full``'s one graph."""
+    """Host syncs inside split ops' kernels: fine under tc_piecewise (split ops run eagerly) and under breakable when
+    the op runs inside a break point; fatal in ``full``'s one graph."""
     out = []
     for info in obs.ops.values():
         if not info.syncs or info.name not in split_ops:
@@ -123,7 +131,8 @@ def _split_op_syncs(obs: Observation, split_ops: Sequence[str]) -> list[Finding]
         sync = info.syncs[0]
         kernel = f" (at {_short(sync.site)})" if sync.site[0] else ""
         site = info.sites[0] if info.sites else ("", 0)
-        out.append(_finding(sync.op, sync.cause, "split_op", site, None, None, "", inside=info.name, extra=kernel))
+        out.append(_finding(sync.op, sync.cause, "split_op", site, None, None, "", inside=info.name, extra=kernel,
+                            eager_under=("tc_piecewise", "breakable") if info.in_break else ("tc_piecewise",)))
     return out
 
 
@@ -132,33 +141,50 @@ def _unreached_syncs(obs: Observation, reached: set[tuple[str, int]], breaks: Se
     out = []
     for seen in obs.syncs:
         if seen.site[0] and seen.site not in reached and seen.site not in broken:
-            out.append(_finding(seen.op, seen.cause, "eager", seen.site, None, None, ""))
+            out.append(_finding(seen.op, seen.cause, "eager", seen.site, None, None, "",
+                                eager_under=("breakable",) if seen.in_break else ()))
     return out
 
 
 def _finding(op: str, cause: str, seen_in: str, site: tuple[str, int], graph: Optional[int], piece: Optional[int],
-             node: str, inside: str = "", extra: str = "") -> Finding:
+             node: str, inside: str = "", extra: str = "", eager_under: tuple[str, ...] = ()) -> Finding:
+    from ..options import BACKENDS
+
     file, line = site
+    captured_by = [b for b in BACKENDS if b not in eager_under]
     where = {
         "graph": f"inside captured piece {piece}",
         "custom_op": f"inside the kernel of {inside}{extra}, which runs in captured piece {piece}" if piece is not None
         else f"inside the kernel of {inside}{extra}",
         "eager": "in code Dynamo never reached (it stopped earlier in this frame), seen in the eager run",
-        "split_op": f"inside the kernel of {inside}{extra}, a split op: capture-safe under tc_piecewise and breakable, "
-                    "where it runs eagerly, not under full, which captures it",
+        "split_op": f"inside the kernel of {inside}{extra}, a split op: capture-safe under {' and '.join(eager_under)}, "
+                    f"where it runs eagerly, not under {' or '.join(captured_by)}, which capture{'s' if len(captured_by) == 1 else ''} it",
     }[seen_in]
+    if eager_under and seen_in != "split_op":
+        where += f" (eager under {', '.join(eager_under)}, where it runs inside a break point)"
+    split_why = ("Under full the whole forward is one CUDA graph" + (
+        "; under breakable only @eager_on_graph functions (and break ops) run eagerly, and this op is called from none"
+        if "breakable" in captured_by else "") + ", and capture fails on the host read")
     return Finding(
         kind="host_sync", severity="error",
         message=f"{op} {where}: it {CAUSES[cause].what}. " + (
-            "Under full the whole forward is one CUDA graph, and its capture fails on the host read" if seen_in == "split_op"
+            split_why if seen_in == "split_op"
             else "sglang compiles it ("
             + ("no graph break" if cause == "cond" else "fullgraph=True keeps it as an unbacked size, no graph break")
             + ") and CUDA-graph capture of the piece then fails on the host sync"),
         file=file, line=line, code=source_line(file, line), op=inside or op,
-        hint=CAUSES[cause].hint,
-        fix=f'SPLIT_OPS = ["{inside.replace(".", "::", 1)}"]  # sglang: @register_split_op() on its definition'
-        if inside and seen_in != "split_op" else "",
-        details=HostSyncDetails(op=op, cause=cause, seen_in=seen_in, inside_op=inside, graph=graph, piece=piece, node=node),
+        hint=(f"Under breakable, run {inside.replace('.', '::', 1)} inside a break point (call it from an @eager_on_graph "
+              "function; BREAK_OPS when the target calls the op directly); under full nothing runs eagerly: compute the "
+              "value before forward, or use a static bound with masking."
+              if seen_in == "split_op" and "breakable" in captured_by else
+              "Under full nothing runs eagerly: compute the value before forward and pass it in, or use a static bound "
+              "with masking." if seen_in == "split_op" else CAUSES[cause].hint),
+        fix=(f'SPLIT_OPS = ["{inside.replace(".", "::", 1)}"]  # sglang: @register_split_op() on its definition'
+             if inside and seen_in != "split_op" else
+             f'BREAK_OPS = ["{inside.replace(".", "::", 1)}"]  # sglang: call it from an @eager_on_graph function'
+             if inside and "breakable" in captured_by else ""),
+        details=HostSyncDetails(op=op, cause=cause, seen_in=seen_in, inside_op=inside, graph=graph, piece=piece, node=node,
+                                eager_under=tuple(eager_under)),
     )
 
 

@@ -61,6 +61,9 @@ class OpInfo:
     """User lines that called it (eager Python stack)."""
     syncs: list["SyncSeen"] = field(default_factory=list)
     """Host syncs its kernel did."""
+    in_break: bool = False
+    """Every call ran inside a breakable break point (a break op itself, or called from an ``@eager_on_graph``
+    function): eager under breakable."""
 
 
 @dataclass
@@ -77,6 +80,8 @@ class SyncSeen:
     tokens: Optional[int] = None
     output_size: tuple[str, ...] = ()
     """repeat_interleave: shape expressions in the calling frame equal to this call's total (``analyze.sizes``)."""
+    in_break: bool = False
+    """Inside a breakable break point (eager under breakable)."""
 
 
 @dataclass
@@ -104,15 +109,20 @@ class Observation:
     """``repro.Repro``: two eager calls on identical inputs, op by op (None when not checked)."""
     effects: Optional[dict[Any, str]] = None
     """``effects.delta`` of the first eager call (side effects, for compile_divergence)."""
+    break_functions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """``@eager_on_graph`` functions the forward called (breakable's break points) -> the user line of the first call."""
+    outputs: dict[int, Any] = field(default_factory=dict)
+    """tokens -> the forward's output structure (``output_structure``), per observed size."""
 
 
-def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observation:
+def observe(module: Any, calls: Sequence[Any], roots: Sequence[str], break_ops: Sequence[str] = ()) -> Observation:
     """Run the module eagerly at up to two capture sizes (largest first) under the observer.
 
     Args:
         module: the target module.
         calls: ``load.Call`` records (inputs per capture size).
         roots: the user's folders (which frames are the user's).
+        break_ops: breakable's break ops (``breakpoints``): what runs inside them is marked ``in_break``.
     Returns:
         The Observation. An exception from the target is recorded, not raised (the trace reports it).
     Raises:
@@ -120,7 +130,14 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observat
     """
     import torch
 
+    from ..breakpoints import Depth
+
     obs = Observation()
+    depth = Depth(break_ops)
+
+    def seen(name: str, args: tuple, kwargs: dict, out: Any) -> None:
+        obs.break_functions.setdefault(name, _user_site(roots))
+
     chosen = sorted(calls, key=lambda c: -(c.tokens or 0))[:2]
     for c in chosen:
         a = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in c.args]
@@ -128,8 +145,9 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observat
         before = _tensor_attributes(module)
         snap = snapshot(module, roots) if c is chosen[0] else None
         try:
-            with torch.no_grad(), compat.quiet_fx_errors(), _observer(obs, roots, c.tokens):
-                module(*a, **k)
+            with torch.no_grad(), compat.quiet_fx_errors(), depth.functions(seen), _observer(obs, roots, c.tokens, depth):
+                out = module(*a, **k)
+            obs.outputs[c.tokens or 0] = output_structure(out)
             if snap is not None:
                 obs.effects = delta(snap, snapshot(module, roots))
         except Exception as exc:
@@ -143,7 +161,23 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str]) -> Observat
     return obs
 
 
-def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int]) -> Any:
+def output_structure(out: Any) -> Any:
+    """What a forward returns, as the engine's output buffer sees it: containers kept, each tensor as (shape, dtype),
+    any other value as its type name."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return ("tensor", tuple(out.shape), str(out.dtype).replace("torch.", ""))
+    if isinstance(out, (tuple, list)):
+        return (type(out).__name__, tuple(output_structure(o) for o in out))
+    if isinstance(out, dict):
+        return ("dict", tuple((k, output_structure(v)) for k, v in out.items()))
+    if hasattr(out, "__dict__") and not isinstance(out, type):
+        return (type(out).__name__, tuple((k, output_structure(v)) for k, v in vars(out).items()))
+    return type(out).__name__
+
+
+def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int], depth: Any) -> Any:
     base = compat.dispatch_mode_base()
 
     class _Observer(base):  # type: ignore[misc, valid-type]
@@ -173,16 +207,23 @@ def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int]) -> 
             site = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else ("", 0)
             exprs = (equal_expressions(total, dict(frame.f_locals))
                      if frame is not None and total is not None and inside is None else ())
-            seen = SyncSeen(str(func.overloadpacket), cause, site, inside.name if inside else "", tokens, exprs)
+            seen = SyncSeen(str(func.overloadpacket), cause, site, inside.name if inside else "", tokens, exprs,
+                            depth.inside)
             (inside.syncs if inside else obs.syncs).append(seen)
 
         def _op(self, func: Any, args: tuple, kwargs: dict) -> Any:
             info = _op_info(obs, func)
             site = _user_site(roots)
+            first = not info.sites
             if site not in info.sites:
                 info.sites.append(site)
+            is_break = depth.is_break_op(func)
+            info.in_break = (first or info.in_break) and (is_break or depth.inside)
             self.inside.append(info)
             try:
+                if is_break:
+                    with depth.entered():
+                        return _observe_call(self, info, func, args, kwargs, tokens)
                 return _observe_call(self, info, func, args, kwargs, tokens)
             finally:
                 self.inside.pop()

@@ -82,7 +82,7 @@ def fix_command(
                                     f"so it was left out (a bug in pcg-inspect; please report it): {what}"))
         if result.broken:
             return EXIT_INTERNAL
-        return EXIT_OK if final.capturable else EXIT_PROBLEMS
+        return EXIT_OK if final.all_capturable else EXIT_PROBLEMS
 
     raise typer.Exit(guarded(debug, body))
 

@@ -31,8 +31,14 @@ def verdict(report: Report) -> Text:
         f"{s.num_graph_breaks} graph break(s), {nf.get('error', 0)} error(s), {nf.get('warning', 0)} warning(s)"
         f" · {s.counts_text()} · {s.num_recompiles} recompile(s)"
     )
-    if s.capturable:
+    env = report.environment
+    if s.all_capturable:
         line = Text.assemble(("✓ CAPTURABLE", "bold green"), " — ", counts)
+    elif s.backend and s.capturable:  # the engine's default captures it, another backend judged does not
+        failing = ", ".join(b.backend for b in s.backends if not b.capturable)
+        why = next(b.verdict for b in s.backends if not b.capturable)
+        line = Text.assemble(("✓ CAPTURABLE", "bold green"), f" under {s.backend} (sglang's {env.phase} default) · ",
+                             (f"✗ NOT under {failing}", "bold red"), " — ", (why, "bold"), " · ", counts)
     else:
         line = Text.assemble(("✗ NOT CAPTURABLE", "bold red"), " — ", (s.verdict, "bold"), " · ", counts)
     if s.replay_status:
@@ -42,10 +48,12 @@ def verdict(report: Report) -> Text:
     if len(s.backends) > 1 or any(b.backend != "tc_piecewise" for b in s.backends):
         for b in s.backends:  # one verdict per capture backend judged
             how = "captured on the GPU" if b.captured else "predicted: capture needs --device cuda" \
-                if report.environment.device == "cpu" else "not captured"
+                if env.device == "cpu" else "not captured"
             line.append("\n  ")
             line.append(f"{'✓' if b.capturable else '✗'} {b.backend}", style="bold green" if b.capturable else "bold red")
             line.append(f" — {b.verdict or 'capturable'} ({how})")
+            if b.backend == env.default_backend:
+                line.append(f" · sglang's default for {env.phase}", style="dim")
     return line
 
 
@@ -76,7 +84,11 @@ def _breaks(report: Report) -> Iterable[Any]:
     if not report.graph_breaks:
         return
     yield Text("")
-    yield Text("Graph breaks — each one stops sglang's fullgraph=True capture", style="bold")
+    if "tc_piecewise" in report.environment.backends:
+        yield Text("Graph breaks — each one stops sglang's fullgraph=True capture (tc_piecewise)", style="bold")
+    else:
+        yield Text("Graph breaks — they stop only tc_piecewise (torch.compile), not judged here: breakable and full "
+                   "run the forward without Dynamo", style="bold")
     for i, b in enumerate(report.graph_breaks, 1):
         gid = f" [{b.gb_id}]" if b.gb_id else ""
         fatal = " (Dynamo raised: whole frame fell back to eager)" if b.fatal else ""
@@ -284,7 +296,7 @@ def _ranks(report: Report) -> Iterable[Any]:
         table.add_column(col)
     for r in report.ranks:
         s = r.summary
-        table.add_row(str(r.environment.rank), "capturable" if s.capturable else "not capturable", str(s.num_graphs),
+        table.add_row(str(r.environment.rank), "capturable" if s.all_capturable else "not capturable", str(s.num_graphs),
                       str(s.num_graph_breaks), str(s.num_pieces), s.replay_status or "-")
     yield table
 

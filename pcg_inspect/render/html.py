@@ -63,7 +63,9 @@ def _backends(report: Report) -> str:
     rows = "".join(
         f"<li id='backend-{e(b.backend)}' class='{'ok' if b.capturable else 'bad'}'>{'✓' if b.capturable else '✗'} "
         f"<b>{e(b.backend)}</b> — {e(b.verdict or 'capturable')} "
-        f"({'captured on the GPU' if b.captured else 'predicted: capture needs --device cuda'})</li>"
+        f"({'captured on the GPU' if b.captured else 'predicted: capture needs --device cuda'})"
+        + (f" · sglang's default for {e(report.environment.phase)}" if b.backend == report.environment.default_backend else "")
+        + "</li>"
         for b in s.backends)
     return f"<ul class='backends'>{rows}</ul>"
 
@@ -72,7 +74,14 @@ def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str
     """The HTML report. ``svg``: the picture from ``render.graph`` (None: a piece list instead)."""
     env, s = report.environment, report.summary
     nf = s.num_findings
-    verdict = "CAPTURABLE" if s.capturable else f"NOT CAPTURABLE — {s.verdict}"
+    if s.all_capturable:
+        verdict = "CAPTURABLE"
+    elif s.backend and s.capturable:  # the engine's default captures it, another backend judged does not
+        failing = ", ".join(b.backend for b in s.backends if not b.capturable)
+        why = next(b.verdict for b in s.backends if not b.capturable)
+        verdict = f"CAPTURABLE under {s.backend} (sglang's {env.phase} default) · ✗ NOT under {failing} — {why}"
+    else:
+        verdict = f"NOT CAPTURABLE — {s.verdict}"
     counts = (
         f"{s.num_graph_breaks} graph break(s), {nf.get('error', 0)} error(s), {nf.get('warning', 0)} warning(s) · "
         f"{s.counts_text()} · {s.num_recompiles} recompile(s)"
@@ -85,7 +94,7 @@ def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str
         f"<h1>pcg-inspect · {e(env.target)}</h1>",
         f"<div class='meta'>pcg-inspect {e(env.tool_version)} · torch {e(env.torch_version)} · {e(env.device)} · "
         f"capture sizes {e(', '.join(map(str, env.capture_sizes)))} · dynamic={e(env.dynamic)} · schema {e(report.schema_version)}</div>",
-        f"<div id='verdict' class='verdict {'ok' if s.capturable else 'bad'}'>{'✓' if s.capturable else '✗'} {verdict} — {e(counts)}</div>",
+        f"<div id='verdict' class='verdict {'ok' if s.all_capturable else 'bad'}'>{'✓' if s.capturable else '✗'} {e(verdict)} — {e(counts)}</div>",
         _backends(report),
         "</header><main>",
     ]
@@ -103,7 +112,9 @@ def _fix(code: str) -> str:
 def _breaks(r: Report) -> list[str]:
     if not r.graph_breaks:
         return ["<h2>Graph breaks</h2><div class='card'>None: Dynamo traced every frame in one piece of graph per call.</div>"]
-    out = [f"<h2>Graph breaks ({len(r.graph_breaks)}) — each one stops sglang's fullgraph=True capture</h2>"]
+    scope = ("each one stops sglang's fullgraph=True capture (tc_piecewise)" if "tc_piecewise" in r.environment.backends
+             else "they stop only tc_piecewise (torch.compile), not judged here")
+    out = [f"<h2>Graph breaks ({len(r.graph_breaks)}) — {scope}</h2>"]
     for i, b in enumerate(r.graph_breaks, 1):
         doc = f" <a href='{e(b.doc_url)}'>{e(b.gb_id)}</a>" if b.doc_url else (f" {e(b.gb_id)}" if b.gb_id else "")
         from ..frames import library_frame

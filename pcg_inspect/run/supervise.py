@@ -276,7 +276,7 @@ class ChildBug(RuntimeError):
 
 def empty_report(options: TraceOptions, findings: tuple[Finding, ...] = ()) -> Report:
     """A report with nothing traced (a run that stopped before its first checkpoint)."""
-    return Report(SCHEMA_VERSION, Environment.of_run(options), build_summary((), (), findings, (), (), None, options.backends), (), findings, (), (), (), (), ())
+    return Report(SCHEMA_VERSION, Environment.of_run(options), build_summary((), (), findings, (), (), None, options.judged_backends, (), options.default_backend), (), findings, (), (), (), (), ())
 
 
 def last_error_line(lines: Sequence[str]) -> str:

@@ -2,61 +2,79 @@
 target, as the oracle for our ``--backend breakable``.
 
 Its module is read from sglang itself: an installed sglang, else the 0.5.23 wheel carried in ``.whl/`` (the device
-has no sglang). Only its two imports from the rest of sglang are stood in for: ``sglang.srt.utils`` (which device
-module: torch.cuda) and ``weak_ref_tensor`` (needs the compiled ``sgl_kernel``; identity here: a strong reference
-instead of a weak one changes memory lifetime, not what replays). The target's split ops become ``eager_on_graph``
-break functions, as sglang's attention backends are: every Python name bound to the op (a ``custom_op`` object in
-the target's module, ``torch.ops.ns.op``) is replaced by the decorated call for the run.
+has no sglang), extracted into a folder that ``sglang_path()`` puts on ``sys.path`` (and a test on ``PYTHONPATH``, for
+pcg-inspect's children): sglang's own ``breakable_cuda_graph.py`` and ``cuda_utils.py``, under stand-ins for the rest
+of sglang — ``sglang.srt.utils`` (which device module: torch.cuda), ``weak_ref_tensor`` (needs the compiled
+``sgl_kernel``; identity here: a strong reference instead of a weak one changes memory lifetime, not what replays)
+and a package ``__init__`` that exports what the module defines. Targets that import ``eager_on_graph`` from sglang
+get that same module. The target's break ops (``BREAK_OPS``: ops the engine calls from an ``@eager_on_graph``
+function) become ``eager_on_graph`` calls for the run: every Python name bound to the op (a ``custom_op`` object in
+the target's module, ``torch.ops.ns.op``) is replaced by the decorated call.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 import tempfile
-import types
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
-_MODULE = "sglang/srt/model_executor/runner_backend_utils/breakable_cuda_graph/"
+_PACKAGE = "sglang/srt/model_executor/runner_backend_utils/breakable_cuda_graph/"
+_STUBS = {
+    "sglang/__init__.py": "",
+    "sglang/srt/__init__.py": "",
+    "sglang/srt/utils/__init__.py": "import torch\n\ndef get_device_module():\n    return torch.cuda\n\n"
+                                    "def is_hip():\n    return False\n\ndef is_xpu():\n    return False\n",
+    "sglang/srt/model_executor/__init__.py": "",
+    "sglang/srt/model_executor/runner_backend_utils/__init__.py": "",
+    "sglang/srt/model_executor/runner_backend_utils/weak_ref_tensor.py": "def weak_ref_tensors(t):\n    return t\n",
+    _PACKAGE + "__init__.py": "from .breakable_cuda_graph import (BreakableCUDAGraph, BreakableCUDAGraphCapture,  # noqa\n"
+                              "                                   break_graph, eager_on_graph)\n",
+}
 
 
-def load_sglang_breakable():
-    """sglang's breakable_cuda_graph module (None when neither sglang nor its wheel is here)."""
+_FOUND: list = []
+
+
+def sglang_path() -> Optional[str]:
+    """'' when sglang is installed, else the folder holding sglang's breakable module from the wheel (on
+    ``sys.path`` after this call); None when neither is here. Decided once per process (after the first call the
+    folder is on sys.path and sglang imports from it)."""
+    if not _FOUND:
+        _FOUND.append(_find())
+    return _FOUND[0]
+
+
+def _find() -> Optional[str]:
     try:
-        from sglang.srt.model_executor.runner_backend_utils.breakable_cuda_graph import breakable_cuda_graph
-
-        return breakable_cuda_graph
+        importlib.import_module("sglang.srt.model_executor.runner_backend_utils.breakable_cuda_graph.breakable_cuda_graph")
+        return ""
     except Exception:
         pass
     wheel = next(iter(sorted((ROOT / ".whl").glob("sglang-0.5.23-*.whl"))), None)
     if wheel is None:
         return None
-    import torch
+    folder = Path(tempfile.gettempdir()) / "pcg-sglang-bcg"
+    if not (folder / _PACKAGE / "breakable_cuda_graph.py").exists():
+        with zipfile.ZipFile(wheel) as z:
+            for name in ("breakable_cuda_graph.py", "cuda_utils.py"):
+                z.extract(_PACKAGE + name, folder)
+        for rel, text in _STUBS.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(text)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return str(folder)
 
-    folder = Path(tempfile.mkdtemp(prefix="sglang-bcg-"))
-    with zipfile.ZipFile(wheel) as z:
-        for name in ("breakable_cuda_graph.py", "cuda_utils.py"):
-            z.extract(_MODULE + name, folder)
-    stubs = {
-        "sglang": {}, "sglang.srt": {}, "sglang.srt.model_executor": {}, "sglang.srt.model_executor.runner_backend_utils": {},
-        "sglang.srt.model_executor.runner_backend_utils.breakable_cuda_graph": {},
-        "sglang.srt.utils": {"get_device_module": lambda: torch.cuda, "is_hip": lambda: False, "is_xpu": lambda: False},
-        "sglang.srt.model_executor.runner_backend_utils.weak_ref_tensor": {"weak_ref_tensors": lambda t: t},
-    }
-    for name, attrs in stubs.items():
-        mod = sys.modules.setdefault(name, types.ModuleType(name))
-        mod.__path__ = []  # a package, for the submodule imports
-        vars(mod).update(attrs)
-    loaded = None
-    for name in ("cuda_utils", "breakable_cuda_graph"):
-        full = "sglang.srt.model_executor.runner_backend_utils.breakable_cuda_graph." + name
-        spec = importlib.util.spec_from_file_location(full, folder / _MODULE / f"{name}.py")
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[full] = loaded
-        spec.loader.exec_module(loaded)
-    return loaded
+
+def load_sglang_breakable():
+    """sglang's breakable_cuda_graph module (None when neither sglang nor its wheel is here)."""
+    if sglang_path() is None:
+        return None
+    return importlib.import_module("sglang.srt.model_executor.runner_backend_utils.breakable_cuda_graph.breakable_cuda_graph")
 
 
 def sglang_breakable(spec: str, sizes=(16, 8)) -> list[dict]:
@@ -71,7 +89,7 @@ def sglang_breakable(spec: str, sizes=(16, 8)) -> list[dict]:
     bcg = load_sglang_breakable()
     target = load(spec, tuple(sizes), "cuda", None)
     module_globals = vars(sys.modules[type(target.module).__module__])
-    restore = _as_breaks(bcg, [normalise_op_name(o) for o in target.split_ops], module_globals)
+    restore = _as_breaks(bcg, [normalise_op_name(o) for o in target.break_ops], module_globals)
     stream, pool = torch.cuda.Stream(), torch.cuda.graph_pool_handle()
     out, graphs = [], []  # every size's graph stays alive, as in sglang's runner (the shared pool's use count)
     try:
@@ -110,7 +128,7 @@ def sglang_breakable(spec: str, sizes=(16, 8)) -> list[dict]:
 
 
 def _as_breaks(bcg, ops: list[str], module_globals: dict):
-    """Every Python name bound to a split op calls it through ``eager_on_graph``; returns the undo."""
+    """Every Python name bound to a break op calls it through ``eager_on_graph``; returns the undo."""
     import torch
 
     undo = []
@@ -139,4 +157,5 @@ def _as_breaks(bcg, ops: list[str], module_globals: dict):
 if __name__ == "__main__":
     import json
 
+    load_sglang_breakable()  # before the target imports eager_on_graph from sglang
     print(json.dumps(sglang_breakable(sys.argv[1], tuple(int(s) for s in sys.argv[2].split(",")))))

@@ -20,7 +20,9 @@ ENGINE = str(TARGETS / "engine.py")
 
 
 def _run(spec, sizes=(1, 8, 64, 512), isolate=False, **kw):
-    report = runner.trace(TraceOptions(target=spec, sizes=sizes, device="cuda", isolate=isolate, **kw))
+    # these tests are about tc_piecewise's pieces (test_backends_gpu.py judges the other backends)
+    report = runner.trace(TraceOptions(target=spec, sizes=sizes, device="cuda", isolate=isolate,
+                                       **{"backends": ("tc_piecewise",), **kw}))
     rp = report.replay
     pieces = [(s.capture_size, [(p.index, p.status) for p in s.pieces]) for s in rp.sizes] if rp else []
     print(f"GPU|{spec.rsplit('/', 1)[-1]}|verdict={'CAPTURABLE' if report.capturable else 'NOT CAPTURABLE'}|"
@@ -155,7 +157,7 @@ def test_tensor_parallel_on_two_gpus(tmp_path):
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
-    report = runner.trace(TraceOptions(target=f"{EXAMPLES / 'tp' / 'layer.py'}:make", sizes=(1, 8, 64),
+    report = runner.trace(TraceOptions(target=f"{EXAMPLES / 'tp' / 'layer.py'}:make", sizes=(1, 8, 64), backends=("tc_piecewise",),
                                        device="cuda", nproc=2))
     print(f"GPU|tp/layer.py nproc=2|{[(r.environment.rank, r.replay.mode, r.replay.status) for r in report.ranks]}")
     assert [r.replay.mode for r in report.ranks] == ["cuda-graph", "cuda-graph"]
@@ -173,7 +175,7 @@ def test_repeat_interleave_output_size_fix_makes_capture_succeed(tmp_path):
     before = _run(f"{target}:make", sizes=(8, 64))
     assert _finding(before, "host_sync").details.output_size == "weights.numel()"
     assert _finding(before, "capture_failed").line == _finding(before, "host_sync").line
-    result = run_fix(TraceOptions(target=f"{target}:make", sizes=(8, 64), device="cuda"), write=True)
+    result = run_fix(TraceOptions(target=f"{target}:make", sizes=(8, 64), device="cuda", backends=("tc_piecewise",)), write=True)
     assert "output_size=weights.numel()" in target.read_text()
     after = result.after
     print(f"GPU|repeat_interleave fix|before={before.summary.verdict}|after capturable={after.capturable}|"
@@ -186,9 +188,10 @@ def test_api_on_the_gpu_runs_the_gpu_worker_and_a_module_in_process():
 
     import pcg_inspect
 
-    report = pcg_inspect.inspect(f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", sizes=(8, 64), device="cuda")
+    report = pcg_inspect.inspect(f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", sizes=(8, 64), device="cuda",
+                                 backends="tc_piecewise")
     assert report.capturable and report.replay.mode == "cuda-graph" and report.replay.status == "ok"
     m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU()).cuda()
-    inline = pcg_inspect.inspect(m, (torch.randn(16, 64, device="cuda"),), device="cuda")
+    inline = pcg_inspect.inspect(m, (torch.randn(16, 64, device="cuda"),), device="cuda", backends="tc_piecewise")
     print(f"GPU|api|target={report.replay.status}|module={inline.replay.mode}:{inline.replay.status}")
     assert inline.capturable and inline.replay.mode == "cuda-graph" and inline.replay.status == "ok"

@@ -16,7 +16,8 @@ SILENT = TARGETS / "silent"
 
 
 def _run(name, sizes=(8, 16)):
-    report = runner.trace(TraceOptions(target=f"{SILENT / name}.py:make", sizes=sizes, device="cuda"))
+    report = runner.trace(TraceOptions(target=f"{SILENT / name}.py:make", sizes=sizes, device="cuda",
+                                       backends=("tc_piecewise",)))
     rp = report.replay
     print(f"GPU|{name}|{report.summary.verdict}|replay={rp.status if rp else '-'}|"
           f"{[(s.capture_size, s.status, s.message[:60]) for s in rp.sizes] if rp else []}|"
