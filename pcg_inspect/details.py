@@ -134,7 +134,7 @@ class CaptureDetails(Details):
     cause: str = ""
     """host_sync | pageable_copy | stream_state | other_stream | stream_sync | baked_value | stale_address | uninitialised | rng | unknown."""
     phase: str = "capture"
-    """capture | replay."""
+    """warmup (the compiled piece raised before capture) | capture | replay."""
     max_abs_err: float = 0.0
     searched: tuple[int, ...] = ()
     """(lo, hi) prefix lengths still to search when a sticky CUDA error stopped the bisection ('' node)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from ..causes import CAUSES, capture_error_cause, mismatch_cause
-from ..details import CaptureDetails, ErrorDetails
+from ..details import CaptureDetails
 from ..frames import is_user_file, node_user_location, source_line
 from ..report import Finding
 
@@ -72,18 +72,24 @@ def is_custom_op(node: Any) -> bool:
 def capture_finding(facts: PieceFacts, roots: Sequence[str], function: str = "") -> Finding:
     """A capture_failed error at the failing node's user line, with the primary error and a fix by cause.
 
-    A piece that already fails in the eager warm-up is the target's own error (``target_error``).
+    A piece that already fails in its eager warm-up raised as tc_piecewise runs it (the compiled piece, run before
+    capture): a ``capture_failed`` in phase ``warmup`` that blocks tc_piecewise alone — when the forward itself
+    fails eagerly, the eager observation reports that as the target's error.
     """
     f = facts.failure
     assert f is not None
     op = op_name(f.node)
     if f.phase == "warmup":
         file, line = node_user_location(f.node, roots) if f.node is not None else ("", 0)
-        return Finding(kind="target_error", severity="error", op=op, file=file, line=line, code=source_line(file, line),
-                       message=f"piece {facts.piece}{_of(function)} raised in the eager warm-up at {facts.capture_size} tokens"
-                               + (f" at {op}" if op else "") + f": {f.error}",
-                       hint="The forward fails on the GPU even without capture: fix it first.",
-                       details=ErrorDetails(exception=f.error, capture_size=facts.capture_size))
+        return Finding(kind="capture_failed", severity="error", op=op, file=file, line=line, code=source_line(file, line),
+                       message=f"piece {facts.piece}{_of(function)} raised in the eager warm-up of the compiled piece at "
+                               f"{facts.capture_size} tokens" + (f" at {op}" if op else "") + f": {f.error} "
+                               "(tc_piecewise runs the compiled piece; breakable and full run the forward itself)",
+                       hint="The compiled piece fails before capture: check what Dynamo traced at this line (streams, "
+                            "events and other host objects traced into the graph), or keep it out of the compiled forward.",
+                       details=CaptureDetails(capture_size=facts.capture_size, graph=facts.graph, piece=facts.piece,
+                                              node=f.node.name if f.node is not None else "", target=op,
+                                              primary_error=f.error, cause="unknown", phase="warmup"))
     cause = capture_error_cause(f.error, op, f.syncs_inside, tuple(fr for fr, _ in f.frames))
     file, line = node_user_location(f.node, roots) if f.node is not None else ("", 0)
     # the line that calls the compiled helper inside the op's kernel (a compiled function's own frame shows its def)
