@@ -113,12 +113,15 @@ def test_pytest_ini_keys_set_the_session_defaults(tmp_path):
 
     from conftest import EXAMPLES
 
-    (tmp_path / "pytest.ini").write_text("[pytest]\npcg_inspect_sizes = 8\npcg_inspect_replay = false\npcg_inspect_timeout = 120\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\npcg_inspect_sizes = 8\npcg_inspect_replay = false\npcg_inspect_timeout = 120\n"
+                                         "pcg_inspect_phase = decode\npcg_inspect_backends = full,tc_piecewise\n")
     (tmp_path / "test_ini.py").write_text(
         "def test_defaults(pcg_inspect):\n"
-        "    assert pcg_inspect.defaults == {'sizes': (8,), 'replay': False, 'timeout': 120.0}\n"
+        "    assert pcg_inspect.defaults == {'sizes': (8,), 'replay': False, 'timeout': 120.0, 'phase': 'decode',\n"
+        "                                    'backends': ('tc_piecewise', 'full')}\n"
         f"    r = pcg_inspect.inspect({str(EXAMPLES / 'nsa_indexer' / 'after.py') + ':make'!r})\n"
-        "    assert r.environment.capture_sizes == (8,) and r.replay is None\n")
+        "    assert r.environment.capture_sizes == (8,) and r.replay is None\n"
+        "    assert r.environment.backends == ('tc_piecewise', 'full') and r.summary.backend == 'full'\n")
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)], capture_output=True,
                          text=True, cwd=tmp_path, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:]
