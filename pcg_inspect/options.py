@@ -29,6 +29,7 @@ DEFAULT_CAPTURE_SIZES = DEFAULT_SIZES
 DEFAULT_TIMEOUT_S = 600.0
 """The whole run, children and ranks included; 0 means no limit."""
 DYNAMIC_MODES = ("maybe", "unbacked", "static")
+PHASES = ("prefill", "decode")
 ATTN_MODES = ("split", "sdpa", "eager")
 FLOAT_DTYPES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
@@ -81,7 +82,18 @@ def _flag(default: Any = dataclasses.MISSING, **spec: Any) -> Any:
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
-    """'1,8,512' -> (1, 8, 512), duplicates dropped."""
+    """'1,8,512' -> (1, 8, 512), duplicates dropped; 'prefill' / 'decode' (':MAX' optional) -> sglang's capture
+    schedule of that phase (``schedule.engine_sizes``: 42 sizes up to 2048 for prefill)."""
+    phase, sep, limit = text.strip().partition(":")
+    if phase in PHASES:
+        if sep and not (limit.isascii() and limit.isdigit() and int(limit) > 0):
+            raise OptionError("sizes", f"expects {phase}:MAX with a positive MAX, got {text!r}")
+        from .schedule import engine_sizes
+
+        sizes_of_phase = engine_sizes(phase, int(limit) if sep else 0)
+        if not sizes_of_phase:
+            raise OptionError("sizes", f"{text!r} leaves no size of sglang's {phase} schedule")
+        return sizes_of_phase
     sizes: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -97,7 +109,6 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 
 BACKENDS = ("tc_piecewise", "breakable", "full")
 """sglang 0.5.23's CUDA-graph capture backends (``cuda_graph_config.Backend``), in the order verdicts are shown."""
-PHASES = ("prefill", "decode")
 ENGINE_DEFAULT_BACKEND = {"prefill": "breakable", "decode": "full"}
 """sglang 0.5.23's backend for each phase on CUDA when nothing is configured (``CudaGraphConfig``: decode ->
 full, prefill -> ``default_prefill_backend()``, breakable on CUDA). tc_piecewise is opt-in there."""
@@ -205,7 +216,8 @@ class TraceOptions:
     """file.py:factory, package.module:factory, or a model (bundled name, folder, org/name)."""
     sizes: tuple[int, ...] = _flag(DEFAULT_SIZES, decls=("--tokens", "-t"), metavar="N,N,...", parse=parse_sizes,
                                    show=lambda v: ",".join(str(s) for s in v),
-                                   help="Capture sizes (token counts), comma-separated.")
+                                   help="Capture sizes (token counts), comma-separated, or the engine's schedule: "
+                                        "prefill[:MAX] (4..2048, 42 sizes) or decode[:MAX].")
     """Capture sizes: token counts, each traced, observed and replayed."""
     split_ops: tuple[str, ...] = _flag((), decls=("--split-op",), metavar="NS::OP", repeat=True,
                                        parse=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()),
@@ -293,6 +305,8 @@ class TraceOptions:
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise UsageError(f"unknown option {unknown[0]!r}{hint}; options: {', '.join(sorted(public))}")
         values = {k: v for k, v in options.items() if v is not None}
+        if isinstance(values.get("sizes"), str):  # '8,64' or the engine's schedule, 'prefill'
+            values["sizes"] = parse_sizes(values["sizes"])
         for key in ("sizes", "split_ops", "break_ops", "overrides"):
             if key in values:
                 values[key] = tuple(values[key])

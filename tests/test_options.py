@@ -125,3 +125,34 @@ def test_pytest_ini_keys_set_the_session_defaults(tmp_path):
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)], capture_output=True,
                          text=True, cwd=tmp_path, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize("max_bs", [2048, 4096, 8192, 100, 4])
+def test_the_prefill_schedule_is_sglangs(max_bs):
+    hook = pytest.importorskip("sglang.srt.arg_groups.cuda_graph_hook")
+    from pcg_inspect.schedule import prefill_sizes
+
+    assert list(prefill_sizes(max_bs)) == hook.generate_prefill_cuda_graph_batch_sizes(max_bs)
+
+
+@pytest.mark.parametrize("max_bs, speculative", [(256, False), (160, False), (1024, False), (48, True), (512, True)])
+def test_the_decode_schedule_is_sglangs(max_bs, speculative):
+    from types import SimpleNamespace
+
+    hook = pytest.importorskip("sglang.srt.arg_groups.cuda_graph_hook")
+    from pcg_inspect.schedule import decode_sizes
+
+    args = SimpleNamespace(disable_cuda_graph_padding=False, speculative_algorithm="EAGLE" if speculative else None)
+    assert list(decode_sizes(max_bs, speculative)) == hook.generate_decode_cuda_graph_batch_sizes(args, max_bs)
+
+
+def test_tokens_take_the_engines_schedule():
+    from pcg_inspect.options import parse_sizes
+
+    assert len(parse_sizes("prefill")) == 42 and parse_sizes("prefill")[-1] == 2048
+    assert parse_sizes("prefill:64") == (4, 8, 12, 16, 20, 24, 28, 32, 48, 64)
+    assert parse_sizes("decode:16") == (1, 2, 4, 8, 12, 16)
+    assert TraceOptions.from_api("x.py:f", {"sizes": "decode:8"}).sizes == (1, 2, 4, 8)
+    for bad in ("prefill:0", "prefill:x", "prefill:3"):
+        with pytest.raises(UsageError):
+            parse_sizes(bad)
