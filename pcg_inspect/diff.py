@@ -264,6 +264,9 @@ def _pieces(a: Report, b: Report, unchanged: dict[str, int]) -> list[Change]:
     if len(a.graphs) != len(b.graphs):
         kind = "fixed" if len(b.graphs) < len(a.graphs) else "introduced"
         out.append(Change("pieces", kind, f"graphs: {len(a.graphs)} → {len(b.graphs)}"))
+    da, db = a.summary.num_distinct_pieces, b.summary.num_distinct_pieces
+    if da and db and da != db:  # graphs the engine compiles and captures per size if identical ones were shared
+        out.append(Change("pieces", "introduced" if db > da else "fixed", f"distinct captured pieces: {da} → {db}"))
     unchanged["pieces"] = same
     return out
 

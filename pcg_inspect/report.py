@@ -207,6 +207,10 @@ class Piece:
     ops: tuple[str, ...]
     input_shapes: tuple[str, ...]
     output_shapes: tuple[str, ...]
+    structure: str = ""
+    """A digest of the piece's code: its ops, how they are wired, constants and shapes (weights by shape, not
+    value). Pieces with the same digest are the same graph — an engine could compile and capture one for all (the
+    repeated layers of a model: ``Summary.num_distinct_pieces``)."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,9 @@ class Summary:
     """Pieces of each graph, in graph order (``num_pieces`` is their sum)."""
     num_split_pieces: int = 0
     """Pieces that run eagerly (a split op each), across all graphs."""
+    num_distinct_pieces: int = 0
+    """Captured pieces that differ in code (``Piece.structure``): the graphs an engine must compile and capture per
+    size if identical pieces were shared (the repeated layers of a model are one)."""
     backends: tuple[BackendVerdict, ...] = ()
     """Each backend judged (``--backend``), with its own verdict."""
     backend: str = ""
@@ -611,6 +618,7 @@ def build_summary(graphs: typing.Sequence[Graph], breaks: typing.Sequence[GraphB
         num_problems=max((v.num_problems for v in verdicts), default=0),
         pieces_per_graph=tuple(sum(1 for p in pieces if p.graph == g.index) for g in graphs),
         num_split_pieces=sum(1 for p in pieces if p.is_split), backends=tuple(verdicts),
+        num_distinct_pieces=len({p.structure or (p.graph, p.index) for p in pieces if not p.is_split}),
         backend=main.backend if main is not None else "", all_capturable=not failing,
     )
 

@@ -136,9 +136,34 @@ def describe(gm: Any, graph_index: int, keys: frozenset[str], mapping: dict[Any,
         pieces.append(Piece(
             graph=graph_index, index=pid, is_split=any(is_split_node(n, keys) for n in ns), num_nodes=len(calls),
             ops=tuple(op_label(n) for n in calls), input_shapes=tuple(shape_of(a) for a in inputs),
-            output_shapes=tuple(shape_of(n) for n in outputs),
+            output_shapes=tuple(shape_of(n) for n in outputs), structure=structure(calls, inputs, outputs, weights),
         ))
     return tuple(pieces), tuple(nodes)
+
+
+def structure(calls: Sequence[Any], inputs: Sequence[Any], outputs: Sequence[Any], weights: set) -> str:
+    """A digest of a piece's code that names nothing layer-specific: each node as its op, its arguments (another
+    node by position, a piece input by position, a weight by shape, a constant by value), its shape; then which
+    nodes leave the piece. Two layers' identical pieces get the same digest."""
+    import hashlib
+
+    where = {n: f"n{i}" for i, n in enumerate(calls)}
+    where.update({n: f"in{i}" for i, n in enumerate(inputs)})
+
+    def arg(a: Any) -> str:
+        if hasattr(a, "op") and hasattr(a, "users"):  # an fx Node
+            if a in where:
+                return where[a]
+            return f"w{shape_of(a)}" if a in weights else f"?{shape_of(a)}"
+        if isinstance(a, (list, tuple)):
+            return "[" + ",".join(arg(x) for x in a) + "]"
+        if isinstance(a, dict):
+            return "{" + ",".join(f"{k}={arg(v)}" for k, v in a.items()) + "}"
+        return repr(a)
+
+    text = ";".join(f"{op_label(n)}({arg(n.args)},{arg(n.kwargs)}):{shape_of(n)}" for n in calls)
+    text += "|" + ",".join(where[n] for n in outputs if n in where)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def graph_record(g: Any, nodes: tuple[Node, ...]) -> Graph:

@@ -109,3 +109,18 @@ def test_findings_on_a_model_target_point_at_the_models_code_not_ours():
     assert not [x for x in located if str(Path(x.file).resolve()).startswith(own)], [(x.file, x.line) for x in located]
     assert any(x.file.endswith("modeling_llama.py") and x.function == "LlamaDecoderLayer.forward" for x in located), \
         [(x.file, x.function) for x in located]
+
+
+def test_identical_pieces_of_repeated_layers_are_counted_once():
+    """Four Llama layers cut at attention: the first piece (embedding, layer 0 up to attention), three identical
+    middle pieces (a layer's output half and the next layer's input half) and the last: 5 captured, 3 distinct."""
+    r = run_trace(TraceOptions(target="llama3-8b", sizes=(8, 16), replay=False, observe_ops=False,
+                               model=ModelOptions(num_layers=4, overrides=SHRINK["llama3-8b"]))).report
+    captured = [p for p in r.pieces if not p.is_split]
+    assert [p.index for p in captured] == [0, 2, 4, 6, 8]
+    digests = [p.structure for p in captured]
+    assert digests[1] == digests[2] == digests[3] and len({digests[0], digests[1], digests[4]}) == 3
+    assert r.summary.num_distinct_pieces == 3
+    two = run_trace(TraceOptions(target="llama3-8b", sizes=(8, 16), replay=False, observe_ops=False,
+                                 model=ModelOptions(num_layers=2, overrides=SHRINK["llama3-8b"]))).report
+    assert two.summary.num_distinct_pieces == 3  # first, middle, last: the same three graphs at any depth

@@ -151,8 +151,12 @@ def _pieces(report: Report) -> Iterable[Any]:
     ops = ", ".join(report.split_ops) or "none"
     per = set(report.summary.pieces_per_graph)
     shape = f"{per.pop()} per graph; " if len(per) == 1 else ""
-    yield Text(f"Pieces — {shape}a graph compiled again from the same code is listed once, with each compile id · "
-               f"split ops: {ops}", style="bold")
+    captured = sum(1 for p in report.pieces if not p.is_split)
+    distinct = report.summary.num_distinct_pieces
+    shared = (f"{captured} captured, {distinct} distinct (identical pieces, e.g. repeated layers, could share one "
+              f"graph per size) · " if distinct and distinct < captured else "")
+    yield Text(f"Pieces — {shape}{shared}a graph compiled again from the same code is listed once, with each compile "
+               f"id · split ops: {ops}", style="bold")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for col in ("graph", "piece", "kind", "nodes", "ops", "inputs → outputs"):
         table.add_column(col, overflow="fold")

@@ -152,7 +152,10 @@ def _findings(r: Report) -> list[str]:
 
 
 def _pieces(r: Report, svg: Optional[str], note: str) -> list[str]:
-    out = [f"<h2>Pieces — {e(r.summary.counts_text())} · split ops: {e(', '.join(r.split_ops) or 'none')}</h2>"]
+    captured = sum(1 for p in r.pieces if not p.is_split)
+    distinct = r.summary.num_distinct_pieces
+    shared = f" · {captured} captured, {distinct} distinct" if distinct and distinct < captured else ""
+    out = [f"<h2>Pieces — {e(r.summary.counts_text())}{e(shared)} · split ops: {e(', '.join(r.split_ops) or 'none')}</h2>"]
     out += _overview(r)
     if svg:
         out.append("<details class='nodes'><summary>The graph node by node (Graphviz): click to open; it scrolls at its "
