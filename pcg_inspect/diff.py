@@ -18,7 +18,7 @@ from .details import Details
 from .report import Finding, GraphBreak, Report, to_jsonable
 from .text import location
 
-FAIL_ON = ("breaks", "findings", "replay", "timing", "any")
+FAIL_ON = ("breaks", "findings", "replay", "timing", "plan", "any")
 DEFAULT_FAIL_ON = ("breaks", "findings", "replay")
 DEFAULT_TIME_THRESHOLD = 0.5
 """A piece must get 50% slower to count: CUDA-event medians on a busy GPU move by 10-30%."""
@@ -126,6 +126,7 @@ def diff(a: Report, b: Report, fail_on: Sequence[str] = DEFAULT_FAIL_ON, time_th
     if same_torch:
         changes += _guards(a, b, unchanged)
     changes += _replay(a, b, unchanged, same_device, time_threshold, notes)
+    changes += _plan(a, b, same_device, time_threshold, notes)
     changes += _ranks(a, b, same_torch, unchanged, kept, notes)
     per_backend = _backend_verdicts(a, b)  # one line per backend whose verdict changed, when they say more
     if per_backend:
@@ -137,7 +138,8 @@ def diff(a: Report, b: Report, fail_on: Sequence[str] = DEFAULT_FAIL_ON, time_th
 
     counted = set(FAIL_ON[:-1]) if "any" in fail_on else set(fail_on)
     counted.add("verdict")
-    section_of = {"breaks": "breaks", "findings": "findings", "replay": "replay", "timing": "timing", "verdict": "verdict"}
+    section_of = {"breaks": "breaks", "findings": "findings", "replay": "replay", "timing": "timing", "verdict": "verdict",
+                  "plan": "plan"}
     regressions = tuple(
         c.title for c in changes if c.regression and section_of.get(c.section, c.section) in counted
     )
@@ -325,6 +327,25 @@ def _backend_verdicts(a: Report, b: Report) -> list[Change]:
             out.append(Change("verdict", "introduced", f"{name}: capturable true → false", regression=True))
         else:
             out.append(Change("verdict", "fixed", f"{name}: capturable false → true"))
+    return out
+
+
+def _plan(a: Report, b: Report, same_device: bool, threshold: float, notes: list[str]) -> list[Change]:
+    """Two plans (``--fail-on plan``): more CUDA graphs over the schedule (or more that identical pieces cannot share),
+    or a slower forecast compile (same device only), is a regression."""
+    pa, pb = a.plan, b.plan
+    if pa is None or pb is None:
+        if (pa is None) != (pb is None):
+            notes.append("a plan is in only one of the two reports: not compared")
+        return []
+    out = []
+    for what, x, y in (("CUDA graphs over the schedule", pa.forecast_captured_graphs, pb.forecast_captured_graphs),
+                       ("CUDA graphs if identical pieces shared", pa.shared_captured_graphs, pb.shared_captured_graphs)):
+        if x != y:
+            out.append(Change("plan", "introduced" if y > x else "fixed", f"plan: {what} {x} → {y}", regression=y > x))
+    if same_device and pa.forecast_compile_s > 0 and pb.forecast_compile_s > pa.forecast_compile_s * (1 + threshold):
+        out.append(Change("plan", "introduced", f"plan: compile forecast {pa.forecast_compile_s:.1f} s → "
+                                                  f"{pb.forecast_compile_s:.1f} s", regression=True))
     return out
 
 

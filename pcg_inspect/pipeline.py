@@ -16,7 +16,7 @@ from .breakpoints import resolve_break_ops
 from .deadline import shielded
 from .errors import TraceTimeout, UsageError
 from .options import RunContext, TraceOptions
-from .report import SCHEMA_VERSION, Environment, Finding, Report, build_summary
+from .report import SCHEMA_VERSION, Environment, Finding, Report, SizeCompile, build_summary
 
 Progress = Callable[[str], None]
 Checkpoint = Callable[[Report], None]
@@ -228,6 +228,8 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
         graph_breaks=breaks, findings=findings, graphs=graphs, guards=a.guards if a else (), recompiles=recompiles,
         split_ops=state.split_ops, pieces=pieces, replay=state.replay, warnings=tuple(state.warnings),
         timings_s=dict(state.timings), backend_replays=state.backend_replays,
+        compile_sizes=tuple(SizeCompile(size, round(first, 4), round(last, 4), n) for size, (first, last, n)
+                            in (state.result.size_times.items() if state.result else ())),
     )
 
 

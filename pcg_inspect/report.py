@@ -271,6 +271,61 @@ class Replay:
 
 
 @dataclass(frozen=True)
+class SizeCompile:
+    """What tracing one capture size cost (the compiled forward called twice, as the engine's warm-up and capture)."""
+
+    size: int
+    first_s: float
+    """The first call: Dynamo's trace and the backend's compile when a graph is compiled for this size, plus a run."""
+    run_s: float
+    """The last call: a run of the compiled code alone."""
+    graphs_compiled: int
+    """Graphs compiled during this size's calls (0: a graph of an earlier size served it)."""
+
+    @property
+    def compile_s(self) -> float:
+        return max(0.0, self.first_s - self.run_s) if self.graphs_compiled else 0.0
+
+
+@dataclass(frozen=True)
+class PlanSample:
+    """One traced sample of a model: ``layers`` layers over the whole schedule."""
+
+    layers: int
+    compile_s: float
+    """Seconds compiling (``SizeCompile.compile_s`` summed over the schedule)."""
+    graphs: int
+    captured_pieces: int
+    distinct_pieces: int
+    trace_s: float
+    """The trace stage's wall time."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``pcg-inspect plan``: the engine's schedule for the whole model, measured on samples and forecast."""
+
+    phase: str
+    backend: str
+    schedule: tuple[int, ...]
+    """The sizes the engine captures (``schedule.engine_sizes`` or --tokens)."""
+    layers_total: int
+    """The model's layers (0: not a model target, nothing to forecast across layers)."""
+    samples: tuple[PlanSample, ...]
+    sizes: tuple[SizeCompile, ...]
+    """Per size, of the largest sample."""
+    forecast_compile_s: float
+    """Compile seconds for ``layers_total`` layers, from a straight line through the samples."""
+    forecast_captured_graphs: int
+    """CUDA graphs the engine captures over the schedule: captured pieces of the whole model x sizes."""
+    shared_captured_graphs: int
+    """The same if identical pieces shared one graph per size: distinct pieces x sizes."""
+    fit: str
+    """How the forecast was made, in words."""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BackendVerdict:
     """One capture backend's verdict (``decide`` for that backend)."""
 
@@ -391,6 +446,10 @@ class Report:
     """With --nproc N: every rank's own report (graph nodes dropped), rank 0 first."""
     backend_replays: tuple[Replay, ...] = ()
     """GPU only: the breakable / full captures asked for (``mode`` names the backend); ``replay`` is tc_piecewise's."""
+    compile_sizes: tuple[SizeCompile, ...] = ()
+    """What tracing each capture size cost, largest first."""
+    plan: Optional[Plan] = None
+    """``pcg-inspect plan`` only: the schedule's cost for the whole model."""
 
     @property
     def capturable(self) -> bool:

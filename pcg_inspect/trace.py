@@ -72,6 +72,9 @@ class TraceResult:
     dynamic: str = "maybe"
     effects: Optional[dict[Any, str]] = None
     """``analyze.effects.delta`` of the first compiled call (side effects, for compile_divergence)."""
+    size_times: dict[int, tuple[float, float, int]] = field(default_factory=dict)
+    """tokens -> (first call's seconds, last call's seconds, graphs compiled during the size's calls): the first call
+    at a size pays Dynamo's compile (and the backend's) when a graph is compiled for it, the last only runs."""
 
 
 def trace_target(
@@ -110,7 +113,7 @@ def trace_target(
         compat.reset()  # drop Dynamo's references to the module and its caches
     return TraceResult(
         rec.graphs, events.breaks, rec.guard_sets, rec.recompiles, rec.call_errors, rec.sizes_per_break, dynamic,
-        rec.effects,
+        rec.effects, rec.size_times,
     )
 
 
@@ -118,16 +121,23 @@ def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int,
                watched: Optional[tuple[Any, Any]] = None) -> None:
     import torch
 
+    import time
+
     from .fingerprint import delta, snapshot
 
+    graphs_before, seconds = len(rec.graphs), []
     for i in range(calls_per_size):
         rec.size, rec.call = call.tokens, i + 1
         n_before = len(events.breaks)
         # the first compiled call's side effects (compile_divergence): (the module, the user's roots)
         before = snapshot(*watched) if watched is not None and i == 0 else None
         try:
+            t0 = time.perf_counter()
             with torch.no_grad():
                 compiled(*call.args, **call.kwargs)
+            seconds.append(time.perf_counter() - t0)
+            if call.tokens is not None:
+                rec.size_times[call.tokens] = (seconds[0], seconds[-1], len(rec.graphs) - graphs_before)
             if before is not None:
                 rec.effects = delta(before, snapshot(*watched))
         except Exception as exc:  # the target itself failed (after Dynamo's fallback)
@@ -160,6 +170,7 @@ class _Recorder:
         self.effects: Optional[dict[Any, str]] = None
         self.calls_per_size = 2
         self.record = True
+        self.size_times: dict[int, tuple[float, float, int]] = {}
 
     def backend(self, gm: Any, example_inputs: Any) -> Callable[..., Any]:
         g = CapturedGraph(len(self.graphs), compat.current_compile_id(), gm, compat.current_frame_code(),

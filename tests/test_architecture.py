@@ -9,7 +9,8 @@ from pathlib import Path
 from conftest import ROOT
 
 PKG = ROOT / "pcg_inspect"
-FRONT_ENDS = ("pcg_inspect.cli", "pcg_inspect.api", "pcg_inspect.testing", "pcg_inspect.__main__", "pcg_inspect.fix")
+FRONT_ENDS = ("pcg_inspect.cli", "pcg_inspect.api", "pcg_inspect.testing", "pcg_inspect.__main__", "pcg_inspect.fix",
+              "pcg_inspect.plan")  # fix and plan drive runs (re-traces, samples) like the CLI does
 MAX_FUNCTION_LINES = 60
 
 

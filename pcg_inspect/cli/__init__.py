@@ -11,6 +11,7 @@ from .diff_cmd import diff_command
 from .explain_cmd import explain_command
 from .fix_cmd import fix_command
 from .models_cmd import models_command, ops_command
+from .plan_cmd import plan_command
 from .render_cmd import render_command
 from .trace_cmd import trace_command
 
@@ -49,7 +50,8 @@ class _Command(TyperCommand):
 
 
 for _name, _fn in (("trace", trace_command), ("diff", diff_command), ("fix", fix_command), ("render", render_command),
-                   ("explain", explain_command), ("models", models_command), ("ops", ops_command)):
+                   ("explain", explain_command), ("models", models_command), ("ops", ops_command),
+                   ("plan", plan_command)):
     app.command(_name, cls=_Command)(_fn)
 
 

@@ -16,7 +16,7 @@ def diff_command(
     b: Annotated[str, typer.Argument(metavar="B", help="After: a report JSON, or a target.")],
     fail_on: Annotated[
         Optional[list[str]],
-        typer.Option("--fail-on", metavar="WHAT", help="What counts as a regression: breaks, findings, replay, timing, any (comma-separated or repeated). Default breaks,findings,replay."),
+        typer.Option("--fail-on", metavar="WHAT", help="What counts as a regression: breaks, findings, replay, timing, plan, any (comma-separated or repeated). Default breaks,findings,replay."),
     ] = None,
     time_threshold: Annotated[
         float, typer.Option("--time-threshold", metavar="RATIO", help="Relative slow-down of a piece that counts as a timing change (0.5 = 50%).")

@@ -327,3 +327,40 @@ def _register() -> None:
 
 
 _register()
+
+
+def plan_view(report: Report) -> Group:
+    """``pcg-inspect plan``: the schedule, the samples, compile per size, the forecast for the whole model."""
+    plan = report.plan
+    env = report.environment
+    if plan is None:
+        return Group(Text("no plan in this report", style="dim"))
+    sizes = plan.schedule
+    head = Text(f"pcg-inspect {env.tool_version} · plan · {env.target} · torch {env.torch_version} · {env.device} · "
+                f"{plan.backend} {plan.phase}: {len(sizes)} sizes, {sizes[0]}–{sizes[-1]}" if sizes else "", style="dim")
+    parts: list[Any] = [head, Text("")]
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", title_justify="left")
+    for col in ("layers", "compile s", "graphs", "captured pieces", "distinct", "trace s"):
+        table.add_column(col, justify="right")
+    for s in plan.samples:
+        table.add_row(str(s.layers or "-"), f"{s.compile_s:.2f}", str(s.graphs), str(s.captured_pieces),
+                      str(s.distinct_pieces), f"{s.trace_s:.2f}")
+    parts += [Text("Samples — each traced over the whole schedule", style="bold"), table, Text("")]
+    compiled = [c for c in plan.sizes if c.graphs_compiled]
+    run_total = sum(c.run_s for c in plan.sizes)
+    parts.append(Text("Per size (deepest sample) — compile is paid where a graph is compiled", style="bold"))
+    for c in compiled:
+        parts.append(Text(f"  {c.size:>5} tokens: {c.graphs_compiled} graph(s) compiled, {c.compile_s:.2f} s"))
+    parts.append(Text(f"  {len(plan.sizes) - len(compiled)} other size(s) reuse them: {run_total:.3f} s of runs in all"))
+    parts.append(Text(""))
+    whole = f"{plan.layers_total} layers" if plan.layers_total else "the target"
+    parts.append(Text(f"Forecast for {whole} over {len(sizes)} sizes", style="bold"))
+    parts.append(Text(f"  compile: {plan.forecast_compile_s:.1f} s"))
+    saved = plan.forecast_captured_graphs - plan.shared_captured_graphs
+    parts.append(Text(f"  CUDA graphs captured: {plan.forecast_captured_graphs} (captured pieces x sizes); "
+                      f"{plan.shared_captured_graphs} if identical pieces shared one graph per size"
+                      + (f" ({saved} fewer)" if saved > 0 else "")))
+    parts.append(Text(f"  fit: {plan.fit}", style="dim"))
+    for note in plan.notes:
+        parts.append(Text(f"note: {note}", style="dim"))
+    return Group(*parts)

@@ -98,11 +98,35 @@ def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str
         _backends(report),
         "</header><main>",
     ]
+    out += _plan(report)
     out += _breaks(report) + _findings(report) + _pieces(report, svg, graph_note) + _guards(report) + _replay(report)
     if report.warnings:
         out.append("<h2>Notes</h2>" + "".join(f"<div class='note'>{e(w)}</div>" for w in report.warnings))
     out.append(f"</main><script>{_JS}</script></body></html>")
     return "\n".join(out) + "\n"
+
+
+def _plan(r: Report) -> list[str]:
+    """``pcg-inspect plan``: samples, compile per size (a bar per size that compiled), the forecast."""
+    p = r.plan
+    if p is None:
+        return []
+    whole = f"{p.layers_total} layers" if p.layers_total else "the target"
+    rows = "".join(f"<tr><td>{s.layers or '-'}</td><td>{s.compile_s:.2f}</td><td>{s.graphs}</td><td>{s.captured_pieces}</td>"
+                   f"<td>{s.distinct_pieces}</td><td>{s.trace_s:.2f}</td></tr>" for s in p.samples)
+    longest = max((c.first_s for c in p.sizes), default=0.0) or 1.0
+    bars = "".join(f"<tr><td>{c.size}</td><td>{c.graphs_compiled}</td><td>{c.compile_s:.3f}</td><td>{c.run_s:.4f}</td>"
+                   f"<td><div class='bar' style='width:{max(1, round(240 * c.first_s / longest))}px'></div></td></tr>"
+                   for c in p.sizes)
+    out = [f"<h2 id='plan'>Plan — {e(p.backend)} {e(p.phase)}, {len(p.schedule)} sizes, forecast for {e(whole)}</h2>",
+           f"<div class='card'>compile {p.forecast_compile_s:.1f} s · CUDA graphs captured {p.forecast_captured_graphs} "
+           f"({p.shared_captured_graphs} if identical pieces shared one graph per size)<br><small>{e(p.fit)}</small></div>",
+           "<table id='plan-samples'><tr><th>layers</th><th>compile s</th><th>graphs</th><th>captured pieces</th>"
+           f"<th>distinct</th><th>trace s</th></tr>{rows}</table>",
+           "<table id='plan-sizes'><tr><th>tokens</th><th>graphs compiled</th><th>compile s</th><th>run s</th>"
+           f"<th>first call</th></tr>{bars}</table>"]
+    out += [f"<div class='note'>{e(n)}</div>" for n in p.notes]
+    return out
 
 
 def _fix(code: str) -> str:

@@ -1,0 +1,80 @@
+"""`pcg-inspect plan` (issue #24, CPU part): the engine's schedule over the whole model, compile and graph counts
+forecast from a few layers. Capture time and graph memory need the GPU (not measured yet)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import EXAMPLES, ROOT
+from pcg_inspect.diff import diff
+from pcg_inspect.options import ModelOptions, TraceOptions
+from pcg_inspect.plan import make_plan
+from pcg_inspect.schedule import prefill_sizes
+
+pytest.importorskip("transformers")
+
+SMALL = ("hidden_size=128", "intermediate_size=256", "num_attention_heads=4", "num_key_value_heads=2", "head_dim=32",
+         "vocab_size=512")
+
+
+def _llama(layers, samples=(1, 2), sizes="prefill:256"):
+    from pcg_inspect.options import parse_sizes
+
+    opts = TraceOptions(target="llama3-8b", sizes=parse_sizes(sizes),
+                        model=ModelOptions(overrides=SMALL + (f"num_hidden_layers={layers}",)))
+    return make_plan(opts, samples)
+
+
+@pytest.fixture(scope="module")
+def planned():
+    return _llama(6)
+
+
+def test_the_plan_covers_the_schedule_and_forecasts_graph_counts(planned):
+    p = planned.plan
+    assert p.schedule == prefill_sizes(256) and p.layers_total == 6 and p.phase == "prefill"
+    assert [s.layers for s in p.samples] == [1, 2] and [s.captured_pieces for s in p.samples] == [2, 3]
+    # one captured piece per layer boundary: 7 for 6 layers, each captured at every size; 3 distinct
+    assert p.forecast_captured_graphs == 7 * len(p.schedule) and p.shared_captured_graphs == 3 * len(p.schedule)
+    assert p.forecast_compile_s > 0 and "least squares through 1, 2 layers" in p.fit
+    # compile is paid where a graph is compiled (the largest size first), the other sizes reuse it
+    first = max(p.schedule)
+    assert [c.size for c in p.sizes if c.graphs_compiled] == [first] and len(p.sizes) == len(p.schedule)
+    assert any("need a GPU" in n for n in p.notes)
+
+
+def test_the_graph_forecast_equals_a_measured_deeper_model(planned):
+    measured = _llama(6, samples=(4,)).plan
+    assert measured.samples[0].captured_pieces == 5 and measured.samples[0].distinct_pieces == 3
+    assert planned.plan.forecast_captured_graphs == _llama(6, samples=(6,)).plan.forecast_captured_graphs
+
+
+def test_the_plan_is_in_the_json_and_html_and_diff_reads_it(planned, tmp_path):
+    from pcg_inspect.report import Report
+
+    again = Report.from_json(planned.to_json())
+    assert again.plan == planned.plan and again.compile_sizes == planned.compile_sizes
+    deeper = _llama(8)
+    d = diff(planned, deeper, fail_on=("plan",))
+    assert any(t.startswith("plan: CUDA graphs over the schedule") for t in d.regressions), d.regressions
+    assert not diff(planned, planned, fail_on=("plan",)).regressed
+    from pcg_inspect.render.html import render_html
+
+    html = render_html(planned, None)
+    assert "id='plan-sizes'" in html and "forecast for 6 layers" in html
+
+
+def test_the_cli_plans_a_file_target_and_refuses_bad_samples(tmp_path):
+    out = tmp_path / "plan.json"
+    res = subprocess.run([sys.executable, "-m", "pcg_inspect", "plan", f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make",
+                          "--tokens", "prefill:64", "--json", str(out), "--quiet"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Forecast for the target over 10 sizes" in res.stdout
+    plan = json.loads(out.read_text())["plan"]
+    assert plan["schedule"] == [4, 8, 12, 16, 20, 24, 28, 32, 48, 64] and plan["layers_total"] == 0
+    bad = subprocess.run([sys.executable, "-m", "pcg_inspect", "plan", "llama3-8b", "--samples", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "--samples" in bad.stderr and "Traceback" not in bad.stderr
