@@ -14,7 +14,8 @@ from .report import Report
 
 
 def inspect(target: Any, args: Any = None, kwargs: Optional[dict[str, Any]] = None, *,
-            progress: Optional[Callable[[str], None]] = None, **options: Any) -> Report:
+            progress: Optional[Callable[[str], None]] = None, plan: bool = False, samples: tuple[int, ...] = (1, 2),
+            max_bs: int = 0, **options: Any) -> Report:
     """Trace ``target`` as piecewise CUDA graph capture does and return the Report (what ``trace --json`` writes).
 
     Args:
@@ -23,6 +24,9 @@ def inspect(target: Any, args: Any = None, kwargs: Optional[dict[str, Any]] = No
             ``device``, ``dtype`` when it takes them), or a target string (``"file.py:make"``, a model name).
         args, kwargs: the module's inputs (a module target only).
         progress: called with a short line per step.
+        plan, samples, max_bs: ``pcg-inspect plan`` instead of ``trace`` (a target string only): the engine's
+            schedule (``sizes`` when given, else the phase's up to ``max_bs``) traced at ``samples`` layer counts;
+            the Report carries ``plan``.
         **options: the run's options, named as ``TraceOptions``' fields and with its defaults (the signature
             lists them): ``sizes`` (capture sizes, ``--tokens``), ``split_ops``, ``sglang_split_ops``,
             ``device`` (a target string runs in a supervised child process on every device, as the CLI
@@ -40,6 +44,13 @@ def inspect(target: Any, args: Any = None, kwargs: Optional[dict[str, Any]] = No
 
     name = target if isinstance(target, str) else getattr(target, "__qualname__", type(target).__qualname__)
     opts = TraceOptions.from_api(name, options, command="pcg_inspect.inspect()")
+    if plan:
+        from .plan import make_plan
+
+        if not isinstance(target, str) or args is not None or kwargs is not None:
+            raise UsageError("plan=True takes a target string (a model or file.py:factory): each sample is traced in "
+                             "a child of its own")
+        return make_plan(opts, tuple(samples), max_bs, progress)
     if isinstance(target, str):
         if args is not None or kwargs is not None:
             raise UsageError("args/kwargs go with a module target; a target string's factory builds its own inputs")

@@ -78,3 +78,12 @@ def test_the_cli_plans_a_file_target_and_refuses_bad_samples(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pcg_inspect", "plan", "llama3-8b", "--samples", "0"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "--samples" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_api_plans_too():
+    import pcg_inspect
+
+    r = pcg_inspect.inspect(f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", plan=True, sizes="prefill:32")
+    assert r.plan is not None and r.plan.schedule == (4, 8, 12, 16, 20, 24, 28, 32)
+    with pytest.raises(Exception, match="target string"):
+        pcg_inspect.inspect(lambda tokens=8: None, plan=True)
