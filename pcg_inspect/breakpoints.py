@@ -84,6 +84,8 @@ class Depth:
     def __init__(self, break_ops: Sequence[str]) -> None:
         self.ops = frozenset(break_ops)
         self.level = 0
+        self.on_enter: Optional[Callable[[], None]] = None
+        """Called when the code enters a break point from outside (a segment ends there under breakable)."""
 
     def is_break_op(self, func: Any) -> bool:
         from .opnames import target_key
@@ -96,6 +98,8 @@ class Depth:
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:
+        if self.level == 0 and self.on_enter is not None:
+            self.on_enter()
         self.level += 1
         try:
             yield

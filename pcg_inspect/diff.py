@@ -339,10 +339,16 @@ def _plan(a: Report, b: Report, same_device: bool, threshold: float, notes: list
             notes.append("a plan is in only one of the two reports: not compared")
         return []
     out = []
-    for what, x, y in (("CUDA graphs over the schedule", pa.forecast_captured_graphs, pb.forecast_captured_graphs),
-                       ("CUDA graphs if identical pieces shared", pa.shared_captured_graphs, pb.shared_captured_graphs)):
-        if x != y:
-            out.append(Change("plan", "introduced" if y > x else "fixed", f"plan: {what} {x} → {y}", regression=y > x))
+    before = {g.backend: g for g in pa.graphs}
+    for g in pb.graphs:
+        old = before.get(g.backend)
+        if old is None:
+            continue
+        for what, x, y in (("CUDA graphs over the schedule", old.total, g.total),
+                           ("CUDA graphs if identical ones shared", old.shared_total, g.shared_total)):
+            if x != y:
+                out.append(Change("plan", "introduced" if y > x else "fixed", f"plan: {g.backend} {what} {x} → {y}",
+                                  regression=y > x))
     if same_device and pa.forecast_compile_s > 0 and pb.forecast_compile_s > pa.forecast_compile_s * (1 + threshold):
         out.append(Change("plan", "introduced", f"plan: compile forecast {pa.forecast_compile_s:.1f} s → "
                                                   f"{pb.forecast_compile_s:.1f} s", regression=True))

@@ -230,6 +230,7 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
         timings_s=dict(state.timings), backend_replays=state.backend_replays,
         compile_sizes=tuple(SizeCompile(size, round(first, 4), round(last, 4), n) for size, (first, last, n)
                             in (state.result.size_times.items() if state.result else ())),
+        segments=tuple(a.observation.segments) if a and a.observation and "breakable" in options.judged_backends else (),
     )
 
 

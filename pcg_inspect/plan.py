@@ -8,8 +8,10 @@ the whole model is forecast from a straight line through the samples:
 - **compile**: Dynamo's trace and the backend's compile, per size (``SizeCompile``: the first call at a size minus
   a plain run) and in all. A graph marked dynamic serves every size after the first, so compile is paid once per
   graph; it grows with the layers Dynamo unrolls.
-- **graphs**: the CUDA graphs the engine captures, captured pieces x sizes, and how many it would capture if
-  identical pieces (the repeated layers: ``Piece.structure``) shared one graph per size.
+- **graphs**, per backend judged (by default sglang's default for the phase and tc_piecewise): tc_piecewise
+  captures its captured pieces at every size, breakable its segments (one more than the break-point calls), full
+  one graph; and how many if identical ones (the repeated layers: ``Piece.structure``, ``Report.segments``) shared
+  one graph per size, as sglang's breakable dedups identical segment executables.
 
 Capture time, warm-up and graph-pool memory per size need a GPU and are not measured by this version (issue #24:
 they are validated on the H200 first); the plan says so.
@@ -21,7 +23,7 @@ import dataclasses
 from typing import Callable, Optional, Sequence
 
 from .options import DEFAULT_SIZES, TraceOptions
-from .report import Plan, PlanSample, Report
+from .report import Plan, PlanGraphs, PlanSample, Report
 
 GPU_NOTE = ("capture time, warm-up and graph-pool memory per size need a GPU capture and are not measured by this "
             "version of plan: compile and graph counts only")
@@ -49,7 +51,8 @@ def layers_of(options: TraceOptions) -> int:
 
 def make_plan(options: TraceOptions, samples: Sequence[int] = (1, 2), max_bs: int = 0,
               progress: Optional[Callable[[str], None]] = None, echo: Optional[Callable[[str], None]] = None) -> Report:
-    """Trace the samples over the schedule and forecast the whole model: the largest sample's report, with ``plan``.
+    """Trace the samples over the schedule and forecast the whole model: the deepest sample's report, with ``plan``.
+    Every backend judged is planned (by default sglang's default for the phase and tc_piecewise).
 
     Raises:
         UsageError: a sample deeper than the model, or no sample.
@@ -64,9 +67,12 @@ def make_plan(options: TraceOptions, samples: Sequence[int] = (1, 2), max_bs: in
         raise UsageError("--samples needs layer counts of 1 or more")
     if total and depths[-1] > total:
         raise UsageError(f"--samples {depths[-1]}: {options.target} has {total} layers")
+    backends = options.judged_backends
     reports: list[Report] = []
     for depth in depths:
-        opts = dataclasses.replace(options, sizes=schedule, replay=False, observe_ops=False, backends=("tc_piecewise",),
+        # what the engine pays, not our checks: no replay; the eager observation only for breakable's segments
+        opts = dataclasses.replace(options, sizes=schedule, replay=False, observe_ops="breakable" in backends,
+                                   backends=backends,
                                    model=dataclasses.replace(options.model, num_layers=depth) if depth else options.model)
         if progress:
             progress(f"tracing {depth or 'the'} layer(s) over {len(schedule)} sizes")
@@ -79,32 +85,48 @@ def make_plan(options: TraceOptions, samples: Sequence[int] = (1, 2), max_bs: in
 def _sample(depth: int, report: Report) -> PlanSample:
     captured = sum(1 for p in report.pieces if not p.is_split)
     return PlanSample(depth, round(sum(c.compile_s for c in report.compile_sizes), 4), len(report.graphs), captured,
-                      report.summary.num_distinct_pieces, float(report.timings_s.get("trace_s", 0.0)))
+                      report.summary.num_distinct_pieces, float(report.timings_s.get("trace_s", 0.0)),
+                      len(report.segments), len(set(report.segments)))
 
 
 def forecast(options: TraceOptions, schedule: tuple[int, ...], total: int, samples: Sequence[PlanSample],
              last: Report) -> Plan:
-    """The whole model from the samples: compile seconds and captured pieces on a straight line in the layer count
-    (least squares through every sample), distinct pieces as the deepest sample has them."""
+    """The whole model from the samples: compile seconds, captured pieces and segments each on a straight line in
+    the layer count (least squares through every sample); distinct ones as the deepest sample has them."""
     deepest = samples[-1]
-    if total and len({s.layers for s in samples}) >= 2:
+    line = total and len({s.layers for s in samples}) >= 2
+
+    def at_total(values: Sequence[float]) -> float:
+        if not line:
+            return values[-1]
+        a, b = _line([(s.layers, v) for s, v in zip(samples, values)])
+        return a + b * total
+
+    compile_s = max(0.0, at_total([s.compile_s for s in samples]))
+    if line:
         a, b = _line([(s.layers, s.compile_s) for s in samples])
-        pa, pb = _line([(s.layers, float(s.captured_pieces)) for s in samples])
-        compile_s = max(0.0, a + b * total)
-        pieces = max(deepest.captured_pieces, round(pa + pb * total))
-        fit = (f"compile_s = {a:.3f} + {b:.3f} x layers, captured pieces = {pa:.1f} + {pb:.1f} x layers "
-               f"(least squares through {', '.join(str(s.layers) for s in samples)} layers), at {total} layers")
+        fit = (f"compile_s = {a:.3f} + {b:.3f} x layers, pieces and segments likewise (least squares through "
+               f"{', '.join(str(s.layers) for s in samples)} layers), at {total} layers")
     else:
-        compile_s, pieces = deepest.compile_s, deepest.captured_pieces
         fit = ("one sample: the target as traced" if not total else
                f"one depth sampled ({deepest.layers} layers): no line to draw; the sample's own numbers")
+    n = len(schedule)
+    graphs = []
+    for backend in options.judged_backends:
+        if backend == "tc_piecewise":
+            per, shared = max(deepest.captured_pieces, round(at_total([s.captured_pieces for s in samples]))), deepest.distinct_pieces
+        elif backend == "breakable":
+            per, shared = max(deepest.segments, round(at_total([s.segments for s in samples]))), deepest.distinct_segments
+        else:
+            per, shared = 1, 1
+        graphs.append(PlanGraphs(backend, per, shared, per * n, shared * n))
     notes = [GPU_NOTE]
-    if any(c.graphs_compiled and c.size != max(schedule) for c in last.compile_sizes):
-        recompiled = [c.size for c in last.compile_sizes if c.graphs_compiled and c.size != max(schedule)]
+    recompiled = [c.size for c in last.compile_sizes if c.graphs_compiled and c.size != max(schedule)]
+    if recompiled:
         notes.append(f"graphs compiled again at {', '.join(map(str, recompiled))} tokens (a recompile: see the "
                      f"trace's recompiles)")
-    return Plan(options.phase, "tc_piecewise", schedule, total, tuple(samples), last.compile_sizes, round(compile_s, 3),
-                pieces * len(schedule), deepest.distinct_pieces * len(schedule), fit, tuple(notes))
+    return Plan(options.phase, tuple(options.judged_backends), schedule, total, tuple(samples), last.compile_sizes,
+                round(compile_s, 3), tuple(graphs), fit, tuple(notes))
 
 
 def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:

@@ -299,6 +299,23 @@ class PlanSample:
     distinct_pieces: int
     trace_s: float
     """The trace stage's wall time."""
+    segments: int = 0
+    """breakable's segments per size (0: breakable not planned)."""
+    distinct_segments: int = 0
+
+
+@dataclass(frozen=True)
+class PlanGraphs:
+    """The CUDA graphs one backend captures over the schedule, for the whole model."""
+
+    backend: str
+    per_size: int
+    """tc_piecewise: captured pieces; breakable: segments; full: 1."""
+    shared_per_size: int
+    """The same if identical ones shared one graph (sglang's breakable dedups identical segment executables)."""
+    total: int
+    """per_size x sizes."""
+    shared_total: int
 
 
 @dataclass(frozen=True)
@@ -306,7 +323,7 @@ class Plan:
     """``pcg-inspect plan``: the engine's schedule for the whole model, measured on samples and forecast."""
 
     phase: str
-    backend: str
+    backends: tuple[str, ...]
     schedule: tuple[int, ...]
     """The sizes the engine captures (``schedule.engine_sizes`` or --tokens)."""
     layers_total: int
@@ -315,11 +332,10 @@ class Plan:
     sizes: tuple[SizeCompile, ...]
     """Per size, of the largest sample."""
     forecast_compile_s: float
-    """Compile seconds for ``layers_total`` layers, from a straight line through the samples."""
-    forecast_captured_graphs: int
-    """CUDA graphs the engine captures over the schedule: captured pieces of the whole model x sizes."""
-    shared_captured_graphs: int
-    """The same if identical pieces shared one graph per size: distinct pieces x sizes."""
+    """tc_piecewise's compile seconds for ``layers_total`` layers, from a straight line through the samples
+    (breakable and full compile nothing)."""
+    graphs: tuple[PlanGraphs, ...]
+    """Per backend planned: the CUDA graphs captured over the schedule."""
     fit: str
     """How the forecast was made, in words."""
     notes: tuple[str, ...] = ()
@@ -448,6 +464,9 @@ class Report:
     """GPU only: the breakable / full captures asked for (``mode`` names the backend); ``replay`` is tc_piecewise's."""
     compile_sizes: tuple[SizeCompile, ...] = ()
     """What tracing each capture size cost, largest first."""
+    segments: tuple[str, ...] = ()
+    """breakable judged: its segments at the largest size, in order, as digests of their ops (equal digests: the
+    same graph, which sglang's executable dedup can share); one more than the break-point calls."""
     plan: Optional[Plan] = None
     """``pcg-inspect plan`` only: the schedule's cost for the whole model."""
 

@@ -19,10 +19,10 @@ SMALL = ("hidden_size=128", "intermediate_size=256", "num_attention_heads=4", "n
          "vocab_size=512")
 
 
-def _llama(layers, samples=(1, 2), sizes="prefill:256"):
+def _llama(layers, samples=(1, 2), sizes="prefill:256", **options):
     from pcg_inspect.options import parse_sizes
 
-    opts = TraceOptions(target="llama3-8b", sizes=parse_sizes(sizes),
+    opts = TraceOptions(target="llama3-8b", sizes=parse_sizes(sizes), **options,
                         model=ModelOptions(overrides=SMALL + (f"num_hidden_layers={layers}",)))
     return make_plan(opts, samples)
 
@@ -36,8 +36,14 @@ def test_the_plan_covers_the_schedule_and_forecasts_graph_counts(planned):
     p = planned.plan
     assert p.schedule == prefill_sizes(256) and p.layers_total == 6 and p.phase == "prefill"
     assert [s.layers for s in p.samples] == [1, 2] and [s.captured_pieces for s in p.samples] == [2, 3]
-    # one captured piece per layer boundary: 7 for 6 layers, each captured at every size; 3 distinct
-    assert p.forecast_captured_graphs == 7 * len(p.schedule) and p.shared_captured_graphs == 3 * len(p.schedule)
+    # the defaults: sglang's prefill default (breakable) and tc_piecewise, each planned
+    assert p.backends == ("tc_piecewise", "breakable") and [g.backend for g in p.graphs] == list(p.backends)
+    n = len(p.schedule)
+    tc, bcg = p.graphs
+    # tc_piecewise: a captured piece per layer boundary, 7 for 6 layers, at every size; 3 distinct (first, middle,
+    # last); breakable: a segment between attention calls, the same 7 and 3
+    assert (tc.per_size, tc.shared_per_size, tc.total, tc.shared_total) == (7, 3, 7 * n, 3 * n)
+    assert (bcg.per_size, bcg.shared_per_size) == (7, 3) and [s.segments for s in p.samples] == [2, 3]
     assert p.forecast_compile_s > 0 and "least squares through 1, 2 layers" in p.fit
     # compile is paid where a graph is compiled (the largest size first), the other sizes reuse it
     first = max(p.schedule)
@@ -48,7 +54,7 @@ def test_the_plan_covers_the_schedule_and_forecasts_graph_counts(planned):
 def test_the_graph_forecast_equals_a_measured_deeper_model(planned):
     measured = _llama(6, samples=(4,)).plan
     assert measured.samples[0].captured_pieces == 5 and measured.samples[0].distinct_pieces == 3
-    assert planned.plan.forecast_captured_graphs == _llama(6, samples=(6,)).plan.forecast_captured_graphs
+    assert planned.plan.graphs == _llama(6, samples=(6,)).plan.graphs
 
 
 def test_the_plan_is_in_the_json_and_html_and_diff_reads_it(planned, tmp_path):
@@ -58,12 +64,20 @@ def test_the_plan_is_in_the_json_and_html_and_diff_reads_it(planned, tmp_path):
     assert again.plan == planned.plan and again.compile_sizes == planned.compile_sizes
     deeper = _llama(8)
     d = diff(planned, deeper, fail_on=("plan",))
-    assert any(t.startswith("plan: CUDA graphs over the schedule") for t in d.regressions), d.regressions
+    n = len(planned.plan.schedule)
+    assert f"plan: tc_piecewise CUDA graphs over the schedule {7 * n} → {9 * n}" in d.regressions, d.regressions
+    assert any(t.startswith("plan: breakable CUDA graphs") for t in d.regressions)
     assert not diff(planned, planned, fail_on=("plan",)).regressed
     from pcg_inspect.render.html import render_html
 
     html = render_html(planned, None)
     assert "id='plan-sizes'" in html and "forecast for 6 layers" in html
+
+
+def test_full_captures_one_graph_per_size_and_decode_has_its_own_schedule():
+    p = _llama(4, samples=(1,), sizes="decode:16", backends=("full",), phase="decode").plan
+    assert p.schedule == (1, 2, 4, 8, 12, 16) and p.backends == ("full",)
+    assert [(g.backend, g.per_size, g.total) for g in p.graphs] == [("full", 1, 6)]
 
 
 def test_the_cli_plans_a_file_target_and_refuses_bad_samples(tmp_path):

@@ -113,6 +113,9 @@ class Observation:
     """``@eager_on_graph`` functions the forward called (breakable's break points) -> the user line of the first call."""
     outputs: dict[int, Any] = field(default_factory=dict)
     """tokens -> the forward's output structure (``output_structure``), per observed size."""
+    segments: list[str] = field(default_factory=list)
+    """breakable's segments at the largest observed size, in order: a digest of each one's ops (op, shapes, dtypes),
+    so identical segments (repeated layers) have the same digest — what sglang's executable dedup can share."""
 
 
 def observe(module: Any, calls: Sequence[Any], roots: Sequence[str], break_ops: Sequence[str] = ()) -> Observation:
@@ -145,8 +148,13 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str], break_ops: 
         before = _tensor_attributes(module)
         snap = snapshot(module, roots) if c is chosen[0] else None
         try:
-            with torch.no_grad(), compat.quiet_fx_errors(), depth.functions(seen), _observer(obs, roots, c.tokens, depth):
+            segments = _Segments() if c is chosen[0] else None
+            depth.on_enter = segments.cut if segments is not None else None
+            with torch.no_grad(), compat.quiet_fx_errors(), depth.functions(seen), \
+                    _observer(obs, roots, c.tokens, depth, segments):
                 out = module(*a, **k)
+            if segments is not None:
+                obs.segments = segments.digests()
             obs.outputs[c.tokens or 0] = output_structure(out)
             if snap is not None:
                 obs.effects = delta(snap, snapshot(module, roots))
@@ -177,7 +185,35 @@ def output_structure(out: Any) -> Any:
     return type(out).__name__
 
 
-def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int], depth: Any) -> Any:
+class _Segments:
+    """The op sequence of each stretch between break points (a breakable segment)."""
+
+    def __init__(self) -> None:
+        self.done: list[list[str]] = []
+        self.current: list[str] = []
+
+    def add(self, func: Any, args: tuple, out: Any) -> None:
+        self.current.append(f"{func}{_shapes(args)}->{_shapes(out if isinstance(out, (tuple, list)) else (out,))}")
+
+    def cut(self) -> None:
+        self.done.append(self.current)
+        self.current = []
+
+    def digests(self) -> list[str]:
+        import hashlib
+
+        return [hashlib.sha1(";".join(ops).encode()).hexdigest()[:12] for ops in [*self.done, self.current]]
+
+
+def _shapes(values: Any) -> str:
+    import torch
+
+    return "(" + ",".join(f"{tuple(v.shape)}{str(v.dtype)[6:]}" if isinstance(v, torch.Tensor) else type(v).__name__
+                          for v in values) + ")"
+
+
+def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int], depth: Any,
+              segments: Optional[_Segments] = None) -> Any:
     base = compat.dispatch_mode_base()
 
     class _Observer(base):  # type: ignore[misc, valid-type]
@@ -196,10 +232,17 @@ def _observer(obs: Observation, roots: Sequence[str], tokens: Optional[int], dep
                     return out
                 if cause:
                     self._sync(func, cause)
-                return func(*args, **kwargs)
+                out = func(*args, **kwargs)
+                if segments is not None and not depth.inside and not self.inside:
+                    segments.add(func, args, out)
+                return out
             if self.inside:  # a custom op inside another's kernel: the outer one is what the graph holds
                 return compat.call_kernel_observed(self, func, args, kwargs)
-            return self._op(func, args, kwargs)
+            captured = segments is not None and not depth.inside and not depth.is_break_op(func)
+            out = self._op(func, args, kwargs)
+            if captured:
+                segments.add(func, args, out)
+            return out
 
         def _sync(self, func: Any, cause: str, total: Optional[int] = None) -> None:
             inside = self.inside[-1] if self.inside else None

@@ -54,6 +54,9 @@ def verdict(report: Report) -> Text:
             line.append(f" — {b.verdict or 'capturable'} ({how})")
             if b.backend == env.default_backend:
                 line.append(f" · sglang's default for {env.phase}", style="dim")
+            if b.backend == "breakable" and len(report.segments) > 1:
+                n, d = len(report.segments), len(set(report.segments))
+                line.append(f" · {n} segment(s) per size{f', {d} distinct' if d < n else ''}", style="dim")
     return line
 
 
@@ -337,14 +340,15 @@ def plan_view(report: Report) -> Group:
         return Group(Text("no plan in this report", style="dim"))
     sizes = plan.schedule
     head = Text(f"pcg-inspect {env.tool_version} · plan · {env.target} · torch {env.torch_version} · {env.device} · "
-                f"{plan.backend} {plan.phase}: {len(sizes)} sizes, {sizes[0]}–{sizes[-1]}" if sizes else "", style="dim")
+                f"{', '.join(plan.backends)} · {plan.phase}: {len(sizes)} sizes, {sizes[0]}–{sizes[-1]}" if sizes else "",
+                style="dim")
     parts: list[Any] = [head, Text("")]
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", title_justify="left")
-    for col in ("layers", "compile s", "graphs", "captured pieces", "distinct", "trace s"):
+    for col in ("layers", "compile s", "graphs", "captured pieces", "distinct", "segments", "distinct", "trace s"):
         table.add_column(col, justify="right")
     for s in plan.samples:
         table.add_row(str(s.layers or "-"), f"{s.compile_s:.2f}", str(s.graphs), str(s.captured_pieces),
-                      str(s.distinct_pieces), f"{s.trace_s:.2f}")
+                      str(s.distinct_pieces), str(s.segments or "-"), str(s.distinct_segments or "-"), f"{s.trace_s:.2f}")
     parts += [Text("Samples — each traced over the whole schedule", style="bold"), table, Text("")]
     compiled = [c for c in plan.sizes if c.graphs_compiled]
     run_total = sum(c.run_s for c in plan.sizes)
@@ -355,11 +359,14 @@ def plan_view(report: Report) -> Group:
     parts.append(Text(""))
     whole = f"{plan.layers_total} layers" if plan.layers_total else "the target"
     parts.append(Text(f"Forecast for {whole} over {len(sizes)} sizes", style="bold"))
-    parts.append(Text(f"  compile: {plan.forecast_compile_s:.1f} s"))
-    saved = plan.forecast_captured_graphs - plan.shared_captured_graphs
-    parts.append(Text(f"  CUDA graphs captured: {plan.forecast_captured_graphs} (captured pieces x sizes); "
-                      f"{plan.shared_captured_graphs} if identical pieces shared one graph per size"
-                      + (f" ({saved} fewer)" if saved > 0 else "")))
+    if "tc_piecewise" in plan.backends:
+        parts.append(Text(f"  tc_piecewise compile: {plan.forecast_compile_s:.1f} s (breakable and full compile nothing)"))
+    unit = {"tc_piecewise": "captured pieces", "breakable": "segments", "full": "whole forward"}
+    for g in plan.graphs:
+        saved = g.total - g.shared_total
+        parts.append(Text(f"  {g.backend}: {g.total} CUDA graphs ({g.per_size} {unit.get(g.backend, '')} x {len(sizes)} "
+                          f"sizes); {g.shared_total} if identical ones shared one graph per size"
+                          + (f" ({saved} fewer)" if saved > 0 else "")))
     parts.append(Text(f"  fit: {plan.fit}", style="dim"))
     for note in plan.notes:
         parts.append(Text(f"note: {note}", style="dim"))

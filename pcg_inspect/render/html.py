@@ -113,16 +113,17 @@ def _plan(r: Report) -> list[str]:
         return []
     whole = f"{p.layers_total} layers" if p.layers_total else "the target"
     rows = "".join(f"<tr><td>{s.layers or '-'}</td><td>{s.compile_s:.2f}</td><td>{s.graphs}</td><td>{s.captured_pieces}</td>"
-                   f"<td>{s.distinct_pieces}</td><td>{s.trace_s:.2f}</td></tr>" for s in p.samples)
+                   f"<td>{s.distinct_pieces}</td><td>{s.segments or '-'}</td><td>{s.trace_s:.2f}</td></tr>" for s in p.samples)
+    counts = " · ".join(f"{e(g.backend)}: {g.total} CUDA graphs ({g.shared_total} if identical ones shared)" for g in p.graphs)
     longest = max((c.first_s for c in p.sizes), default=0.0) or 1.0
     bars = "".join(f"<tr><td>{c.size}</td><td>{c.graphs_compiled}</td><td>{c.compile_s:.3f}</td><td>{c.run_s:.4f}</td>"
                    f"<td><div class='bar' style='width:{max(1, round(240 * c.first_s / longest))}px'></div></td></tr>"
                    for c in p.sizes)
-    out = [f"<h2 id='plan'>Plan — {e(p.backend)} {e(p.phase)}, {len(p.schedule)} sizes, forecast for {e(whole)}</h2>",
-           f"<div class='card'>compile {p.forecast_compile_s:.1f} s · CUDA graphs captured {p.forecast_captured_graphs} "
-           f"({p.shared_captured_graphs} if identical pieces shared one graph per size)<br><small>{e(p.fit)}</small></div>",
+    out = [f"<h2 id='plan'>Plan — {e(', '.join(p.backends))} · {e(p.phase)}, {len(p.schedule)} sizes, forecast for "
+           f"{e(whole)}</h2>",
+           f"<div class='card'>tc_piecewise compile {p.forecast_compile_s:.1f} s · {counts}<br><small>{e(p.fit)}</small></div>",
            "<table id='plan-samples'><tr><th>layers</th><th>compile s</th><th>graphs</th><th>captured pieces</th>"
-           f"<th>distinct</th><th>trace s</th></tr>{rows}</table>",
+           f"<th>distinct</th><th>segments</th><th>trace s</th></tr>{rows}</table>",
            "<table id='plan-sizes'><tr><th>tokens</th><th>graphs compiled</th><th>compile s</th><th>run s</th>"
            f"<th>first call</th></tr>{bars}</table>"]
     out += [f"<div class='note'>{e(n)}</div>" for n in p.notes]
