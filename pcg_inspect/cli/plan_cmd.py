@@ -26,7 +26,9 @@ def plan_command(
 ) -> None:
     """The engine's whole capture schedule (sglang's prefill or decode sizes, --phase) for the whole model: compile
     time per size and in all, the CUDA graphs captured, and how many identical pieces could share, forecast from a
-    few layers. Capture time and graph memory need a GPU and are not measured yet.
+    few layers. The sizes are sglang's schedule of --phase up to --max-bs unless --tokens names others (its
+    default, 1,8,64, stands for the schedule here). Capture time and graph memory need a GPU and are not measured
+    yet.
 
     Exit codes: 0 done, 2 usage or load error, 3 internal error, 4 timeout.
     """
