@@ -56,7 +56,7 @@ def analyze(result: TraceResult, target: Target, observe_ops: bool = True, break
         Analysis.
     """
     roots = target.roots
-    obs = observe(target.module, target.calls, roots, break_ops) if observe_ops else None
+    obs = observe(target.module, target.calls, roots, break_ops, "breakable" in backends) if observe_ops else None
     breaks = _without_target_failures(build_breaks(result.breaks, result.sizes_per_break, roots), result, roots)
     recompiles = build_recompiles(result.recompiles)
     reached = reached_lines(result.graphs, breaks)

@@ -118,7 +118,8 @@ class Observation:
     so identical segments (repeated layers) have the same digest — what sglang's executable dedup can share."""
 
 
-def observe(module: Any, calls: Sequence[Any], roots: Sequence[str], break_ops: Sequence[str] = ()) -> Observation:
+def observe(module: Any, calls: Sequence[Any], roots: Sequence[str], break_ops: Sequence[str] = (),
+            count_segments: bool = False) -> Observation:
     """Run the module eagerly at up to two capture sizes (largest first) under the observer.
 
     Args:
@@ -126,6 +127,7 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str], break_ops: 
         calls: ``load.Call`` records (inputs per capture size).
         roots: the user's folders (which frames are the user's).
         break_ops: breakable's break ops (``breakpoints``): what runs inside them is marked ``in_break``.
+        count_segments: record breakable's segments at the largest size (``Observation.segments``).
     Returns:
         The Observation. An exception from the target is recorded, not raised (the trace reports it).
     Raises:
@@ -148,7 +150,7 @@ def observe(module: Any, calls: Sequence[Any], roots: Sequence[str], break_ops: 
         before = _tensor_attributes(module)
         snap = snapshot(module, roots) if c is chosen[0] else None
         try:
-            segments = _Segments() if c is chosen[0] else None
+            segments = _Segments() if count_segments and c is chosen[0] else None
             depth.on_enter = segments.cut if segments is not None else None
             with torch.no_grad(), compat.quiet_fx_errors(), depth.functions(seen), \
                     _observer(obs, roots, c.tokens, depth, segments):
