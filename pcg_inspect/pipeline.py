@@ -216,6 +216,7 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
     env = Environment.of_run(
         options, torch_version=state.torch_version, device=_device_name(options.device), capture_sizes=sizes,
         sglang_version=state.sglang_version, world_size=state.context.world_size, rank=state.context.rank,
+        weight_bytes=_weight_bytes(target.module) if target is not None else 0,
     )
     breaks, graphs, pieces = (a.graph_breaks if a else ()), (cut.graphs if cut else ()), (cut.pieces if cut else ())
     recompiles = a.recompiles if a else ()
@@ -280,3 +281,13 @@ def _device_name(device: str) -> str:
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return "cpu"
 
+
+def _weight_bytes(module: Any) -> int:
+    """Parameters and buffers of a module, in bytes (each storage once)."""
+    seen: dict[int, int] = {}
+    for t in list(module.parameters()) + list(module.buffers()):
+        try:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        except Exception:  # a meta or sparse tensor: count its elements
+            seen[id(t)] = t.numel() * t.element_size()
+    return sum(seen.values())

@@ -26,7 +26,8 @@ from .options import DEFAULT_SIZES, TraceOptions
 from .report import Plan, PlanGraphs, PlanSample, Report
 
 GPU_NOTE = ("capture time, warm-up and graph-pool memory per size need a GPU capture and are not measured by this "
-            "version of plan: compile and graph counts only")
+            "version of plan (compile, graph counts and weights only), so whether the pool fits next to the weights "
+            "at a --mem-fraction-static is not said yet")
 
 
 def schedule_of(options: TraceOptions, max_bs: int = 0) -> tuple[int, ...]:
@@ -86,7 +87,7 @@ def _sample(depth: int, report: Report) -> PlanSample:
     captured = sum(1 for p in report.pieces if not p.is_split)
     return PlanSample(depth, round(sum(c.compile_s for c in report.compile_sizes), 4), len(report.graphs), captured,
                       report.summary.num_distinct_pieces, float(report.timings_s.get("trace_s", 0.0)),
-                      len(report.segments), len(set(report.segments)))
+                      report.environment.weight_bytes, len(report.segments), len(set(report.segments)))
 
 
 def forecast(options: TraceOptions, schedule: tuple[int, ...], total: int, samples: Sequence[PlanSample],
@@ -125,8 +126,9 @@ def forecast(options: TraceOptions, schedule: tuple[int, ...], total: int, sampl
     if recompiled:
         notes.append(f"graphs compiled again at {', '.join(map(str, recompiled))} tokens (a recompile: see the "
                      f"trace's recompiles)")
+    weights = max(deepest.weight_bytes, round(at_total([float(s.weight_bytes) for s in samples])))
     return Plan(options.phase, tuple(options.judged_backends), schedule, total, tuple(samples), last.compile_sizes,
-                round(compile_s, 3), tuple(graphs), fit, tuple(notes))
+                weights, round(compile_s, 3), tuple(graphs), fit, tuple(notes))
 
 
 def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:

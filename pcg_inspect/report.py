@@ -299,6 +299,7 @@ class PlanSample:
     distinct_pieces: int
     trace_s: float
     """The trace stage's wall time."""
+    weight_bytes: int = 0
     segments: int = 0
     """breakable's segments per size (0: breakable not planned)."""
     distinct_segments: int = 0
@@ -331,6 +332,8 @@ class Plan:
     samples: tuple[PlanSample, ...]
     sizes: tuple[SizeCompile, ...]
     """Per size, of the largest sample."""
+    forecast_weight_bytes: int
+    """The whole model's parameters and buffers, on the same line through the samples (in the dtype traced)."""
     forecast_compile_s: float
     """tc_piecewise's compile seconds for ``layers_total`` layers, from a straight line through the samples
     (breakable and full compile nothing)."""
@@ -412,6 +415,8 @@ class Environment:
     dynamic: str
     """How the token dim was marked: maybe (sglang) | unbacked | static."""
     sglang_version: str = ""
+    weight_bytes: int = 0
+    """The target module's parameters and buffers, in bytes, as built (this rank's shard under --nproc)."""
     world_size: int = 1
     """Ranks traced (--nproc)."""
     rank: int = 0

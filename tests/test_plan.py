@@ -54,7 +54,10 @@ def test_the_plan_covers_the_schedule_and_forecasts_graph_counts(planned):
 def test_the_graph_forecast_equals_a_measured_deeper_model(planned):
     measured = _llama(6, samples=(4,)).plan
     assert measured.samples[0].captured_pieces == 5 and measured.samples[0].distinct_pieces == 3
-    assert planned.plan.graphs == _llama(6, samples=(6,)).plan.graphs
+    whole = _llama(6, samples=(6,)).plan
+    assert planned.plan.graphs == whole.graphs
+    # weights grow by a layer's worth per layer: the line through 1 and 2 layers lands on the 6-layer model exactly
+    assert planned.plan.forecast_weight_bytes == whole.samples[0].weight_bytes > planned.plan.samples[-1].weight_bytes
 
 
 def test_the_plan_is_in_the_json_and_html_and_diff_reads_it(planned, tmp_path):

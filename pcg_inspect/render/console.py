@@ -359,6 +359,9 @@ def plan_view(report: Report) -> Group:
     parts.append(Text(""))
     whole = f"{plan.layers_total} layers" if plan.layers_total else "the target"
     parts.append(Text(f"Forecast for {whole} over {len(sizes)} sizes", style="bold"))
+    weights = plan.forecast_weight_bytes
+    shown = f"{weights / 2**30:.2f} GiB" if weights >= 2**30 else _mib(weights)
+    parts.append(Text(f"  weights: {shown} ({env.dtype}, parameters and buffers)"))
     if "tc_piecewise" in plan.backends:
         parts.append(Text(f"  tc_piecewise compile: {plan.forecast_compile_s:.1f} s (breakable and full compile nothing)"))
     unit = {"tc_piecewise": "captured pieces", "breakable": "segments", "full": "whole forward"}
