@@ -78,6 +78,23 @@ def eager_on_graph_calls(handler: Handler) -> Iterator[bool]:
         cls.__call__ = original  # type: ignore[method-assign]
 
 
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def is_plain(value: Any) -> bool:
+    """A Python value a break's closure would freeze and we can compare: a scalar, a string, None, or a tuple/list
+    of them."""
+    if isinstance(value, _PLAIN):
+        return True
+    return isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value)
+
+
+def python_arguments(args: Sequence[Any], kwargs: dict) -> dict[str, Any]:
+    """A break call's plain Python arguments, by position ('arg1', counting tensors too) or keyword."""
+    named = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    return {key: value for key, value in named if is_plain(value)}
+
+
 class Depth:
     """How deep the running code is inside break points (ops and functions), for a dispatch mode to read."""
 

@@ -389,6 +389,14 @@ class Summary:
     all_capturable: bool = True
     """Every backend judged is capturable: what the exit code, ``assert_capturable`` and the headline follow."""
 
+    def split_verdict(self) -> Optional[tuple[str, str]]:
+        """When the engine's default backend captures and another backend judged does not: (the failing backends,
+        the first one's reason without its name), for the headline every view shows; else None."""
+        if self.all_capturable or not (self.backend and self.capturable):
+            return None
+        failing = [b for b in self.backends if not b.capturable]
+        return ", ".join(b.backend for b in failing), failing[0].verdict
+
     def counts_text(self) -> str:
         """The graph and piece counts as every view says them: '2 graph(s) · 3 piece(s) per graph, 1 split' when
         each graph has as many pieces, else '16 graph(s) · 16 piece(s) in all, 0 split'."""

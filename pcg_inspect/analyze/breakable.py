@@ -21,8 +21,6 @@ from ..frames import live_user_frame, source_line
 from ..report import Finding
 from .observe import Observation
 
-_PLAIN = (int, float, bool, str, type(None))
-
 
 @dataclass
 class _Call:
@@ -160,25 +158,17 @@ def _describe(name: str, site: tuple[str, int], args: Sequence[Any], kwargs: dic
               produced: set[int]) -> _Call:
     import torch
 
-    values: dict[str, str] = {}
+    from ..breakpoints import is_plain, python_arguments
+
+    values = {key: repr(value) for key, value in python_arguments(args, kwargs).items()}
     foreign: dict[str, int] = {}
     for key, value in [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items()):
         if isinstance(value, torch.Tensor):
             ptr = _storage(value)
             if ptr not in static and ptr not in produced:
                 foreign[key] = ptr
-        elif _plain(value):
-            values[key] = repr(value)
-    shown = None
-    if result is not None and not isinstance(result, torch.Tensor) and _plain(result):
-        shown = repr(result)
+    shown = repr(result) if result is not None and is_plain(result) else None
     return _Call(name, site, values, foreign, shown)
-
-
-def _plain(value: Any) -> bool:
-    if isinstance(value, _PLAIN):
-        return True
-    return isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value)
 
 
 def _redrawn(value: Any, gen: Any) -> Any:

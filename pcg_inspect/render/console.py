@@ -34,9 +34,8 @@ def verdict(report: Report) -> Text:
     env = report.environment
     if s.all_capturable:
         line = Text.assemble(("✓ CAPTURABLE", "bold green"), " — ", counts)
-    elif s.backend and s.capturable:  # the engine's default captures it, another backend judged does not
-        failing = ", ".join(b.backend for b in s.backends if not b.capturable)
-        why = next(b.verdict for b in s.backends if not b.capturable)
+    elif s.split_verdict() is not None:  # the engine's default captures it, another backend judged does not
+        failing, why = s.split_verdict()
         line = Text.assemble(("✓ CAPTURABLE", "bold green"), f" under {s.backend} (sglang's {env.phase} default) · ",
                              (f"✗ NOT under {failing}", "bold red"), " — ", (why, "bold"), " · ", counts)
     else:

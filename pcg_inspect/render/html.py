@@ -76,9 +76,8 @@ def render_html(report: Report, svg: Optional[str], graph_note: str = "") -> str
     nf = s.num_findings
     if s.all_capturable:
         verdict = "CAPTURABLE"
-    elif s.backend and s.capturable:  # the engine's default captures it, another backend judged does not
-        failing = ", ".join(b.backend for b in s.backends if not b.capturable)
-        why = next(b.verdict for b in s.backends if not b.capturable)
+    elif s.split_verdict() is not None:  # the engine's default captures it, another backend judged does not
+        failing, why = s.split_verdict()
         verdict = f"CAPTURABLE under {s.backend} (sglang's {env.phase} default) · ✗ NOT under {failing} — {why}"
     else:
         verdict = f"NOT CAPTURABLE — {s.verdict}"

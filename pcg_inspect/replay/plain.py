@@ -30,6 +30,7 @@ from .. import _torch_compat as compat
 from ..errors import one_line
 from ..frames import live_user_frame
 from ..report import SizeReplay
+from ..breakpoints import python_arguments
 from .common import clone, compare, fresh_like, non_finite_message
 
 WARMUPS = 2
@@ -303,7 +304,7 @@ def _check(module: Any, static: list, kwargs: dict, size: int, graph: Any, watch
 
     from ..opnames import target_key
 
-    captured_args = [(b.site, _python_args(b.args, b.kwargs)) for b in watch.breaks]
+    captured_args = [(b.site, python_arguments(b.args, b.kwargs)) for b in watch.breaks]
     gen = torch.Generator(device=next((a.device for a in static if isinstance(a, torch.Tensor)), "cuda"))
     gen.manual_seed(2000 + size)
     for buf in static:
@@ -348,15 +349,6 @@ def _into(dst: Any, src: Any) -> None:
             _into(d, s)
 
 
-def _python_args(args: tuple, kwargs: dict) -> dict[str, Any]:
-    """The non-tensor arguments of a break call, by position or name ('arg2', 'scale')."""
-    import torch
-
-    out = {f"arg{i}": a for i, a in enumerate(args) if not isinstance(a, torch.Tensor) and isinstance(a, (int, float, bool, str))}
-    out.update({k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor) and isinstance(v, (int, float, bool, str))})
-    return out
-
-
 def _eager_with_breaks(module: Any, static: list, kwargs: dict, is_break_op: Callable[[Any], bool],
                        breakable: bool) -> tuple[Any, list]:
     """An eager forward on the static inputs, with each break point's Python arguments (in call order)."""
@@ -372,10 +364,10 @@ def _eager_with_breaks(module: Any, static: list, kwargs: dict, is_break_op: Cal
         def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kw: Any = None) -> Any:
             kw = kw or {}
             if is_break_op(func) and not depth.inside:
-                calls.append((("", 0), _python_args(args, kw)))
+                calls.append((("", 0), python_arguments(args, kw)))
             return func(*args, **kw)
 
-    functions = depth.functions(lambda name, args, kw, out: calls.append((("", 0), _python_args(args, kw))))
+    functions = depth.functions(lambda name, args, kw, out: calls.append((("", 0), python_arguments(args, kw))))
     with _Calls(), (functions if breakable else contextlib.nullcontext()):
         out = module(*clone(static), **kwargs)
     return out, calls
