@@ -135,6 +135,8 @@ def _call_size(rec: "_Recorder", compiled: Any, call: Call, calls_per_size: int,
             t0 = time.perf_counter()
             with torch.no_grad():
                 compiled(*call.args, **call.kwargs)
+            if torch.cuda.is_initialized():  # the forward's own time, not its launches'
+                torch.cuda.synchronize()
             seconds.append(time.perf_counter() - t0)
             if call.tokens is not None:
                 rec.size_times[call.tokens] = (seconds[0], seconds[-1], len(rec.graphs) - graphs_before)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
+from unittest import mock
 
 from .. import _torch_compat as compat
 
@@ -112,7 +114,7 @@ def compare(actual: Any, expected: Any, skip: frozenset[int] = frozenset()) -> t
             max_abs = max(max_abs, 0.0 if same else float((a.cpu().double() - e.cpu().double()).abs().max()))
             close &= same
             continue
-        a64, e64 = a.detach().double().cpu(), e.detach().double().cpu()
+        a64, e64 = _wide(a, e)
         finite_a, finite_e = torch.isfinite(a64), torch.isfinite(e64)
         if not (bool(finite_a.all()) and bool(finite_e.all())):
             if not bool(torch.equal(finite_a, finite_e)) or not bool(torch.equal(a64[~finite_a].nan_to_num(),
@@ -190,10 +192,22 @@ def rmse(a: Any, b: Any) -> float:
     num, n = 0.0, 0
     for x, y in zip(flat(a), flat(b)):
         if x.is_floating_point():
-            d = x.detach().double().cpu() - y.detach().double().cpu()
+            x64, y64 = _wide(x, y)
+            d = x64 - y64
             num += float((d * d).sum())
             n += d.numel()
     return math.sqrt(num / n) if n else 0.0
+
+
+def _wide(a: Any, e: Any) -> tuple[Any, Any]:
+    """Both in float64 on ``a``'s device: a GPU compares its own outputs (a 2048-token model's pieces are billions of
+    elements, minutes on one CPU thread); the CPU when the device has no room for the copies."""
+    import torch
+
+    try:
+        return a.detach().double(), e.detach().to(a.device).double()
+    except torch.OutOfMemoryError:
+        return a.detach().double().cpu(), e.detach().double().cpu()
 
 
 class NodeRunner:
@@ -276,3 +290,17 @@ def worst_status(statuses: Any) -> str:
         if STATUS_ORDER.index(s) > STATUS_ORDER.index(worst):
             worst = s
     return worst
+
+
+@contextlib.contextmanager
+def gc_only_if(first: bool) -> Iterator[None]:
+    """Within: ``gc.collect`` and ``torch.cuda.empty_cache`` do nothing unless ``first`` (sglang runs them for a
+    forward's first captured piece only)."""
+    # sglang runs gc and empty_cache for the first graph only: once per piece is very slow.
+    if first:
+        yield
+        return
+    import torch
+
+    with mock.patch("gc.collect", lambda *a: 0), mock.patch.object(torch.cuda, "empty_cache", lambda: None):
+        yield

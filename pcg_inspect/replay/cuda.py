@@ -16,17 +16,15 @@ primary error is kept (torch's capture end raises a second one that would hide i
 
 from __future__ import annotations
 
-import contextlib
 import math
 import traceback
 import time
-from typing import Any, Iterator, Optional, Sequence
-from unittest import mock
+from typing import Any, Optional, Sequence
 
 from .. import _torch_compat as compat
 from ..errors import one_line
 from ..report import PieceReplay, SizeReplay
-from .common import (RMSE_MULTIPLIER, NodeRunner, ReplayInput, call_nodes, clone, compare, first_difference, fresh_args,
+from .common import (RMSE_MULTIPLIER, gc_only_if, NodeRunner, ReplayInput, call_nodes, clone, compare, first_difference, fresh_args,
                      non_finite_message, rmse, uninitialised_outputs, worst_status)
 from .localise import Failure, Mismatch, PieceFacts, classify_mismatch
 
@@ -64,7 +62,7 @@ def capture(module: Any, args: Sequence[Any], pool: Any, stream: Any, first: boo
     primary: Optional[BaseException] = None
     out = None
     try:
-        with _gc_only_if(first), torch.cuda.graph(graph, pool=pool, stream=stream):
+        with gc_only_if(first), torch.cuda.graph(graph, pool=pool, stream=stream):
             try:
                 out = runner.run(*args)
             except Exception as exc:
@@ -78,18 +76,6 @@ def capture(module: Any, args: Sequence[Any], pool: Any, stream: Any, first: boo
         failure.sticky = not healthy()
         return None, None, failure, runner
     return graph, out, None, runner
-
-
-@contextlib.contextmanager
-def _gc_only_if(first: bool) -> Iterator[None]:
-    # sglang runs gc and empty_cache for the first graph only: once per piece is very slow.
-    if first:
-        yield
-        return
-    import torch
-
-    with mock.patch("gc.collect", lambda *a: 0), mock.patch.object(torch.cuda, "empty_cache", lambda: None):
-        yield
 
 
 def healthy() -> bool:
@@ -130,8 +116,8 @@ class SizeRun:
         self.ms["warmup_ms"] = (time.perf_counter() - t0) * 1e3
         return ok
 
-    def capture_and_check(self, warmed: bool) -> tuple[SizeReplay, list[PieceFacts]]:
-        """The capture session on the capture stream, then the replay check and timing."""
+    def capture_and_check(self, warmed: bool, timings: bool = True) -> tuple[SizeReplay, list[PieceFacts]]:
+        """The capture session on the capture stream, then the replay check and (``timings``) the per-piece timing."""
         import torch
 
         t0 = time.perf_counter()
@@ -146,9 +132,9 @@ class SizeRun:
         check = self._check() if ok and alive else None
         t2 = time.perf_counter()
         self.ms.update(capture_ms=(t1 - t0) * 1e3, check_ms=(t2 - t1) * 1e3)
-        timings = self._time() if check is not None and healthy() else {}
+        timed = self._time() if timings and check is not None and healthy() else {}
         self._bisect_unplaced()
-        return self._record(check, timings), self._facts()
+        return self._record(check, timed), self._facts()
 
     def _drive(self, phase: str) -> bool:
         """One forward of the split graph in ``phase``; False when a piece failed and the forward cannot go on."""
