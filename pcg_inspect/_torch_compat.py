@@ -31,6 +31,21 @@ def import_compiler() -> None:
         importlib.import_module(name)
 
 
+def warm_compiler(device: str) -> None:
+    """Pay Dynamo's once-per-process setup (its lazy imports, the symbolic-shape machinery, a first FX graph) on a
+    throwaway function with a dynamic dim, so a compile timed next is the target's own; then forget it."""
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(x @ x.transpose(0, 1)).sum(0) + 1
+
+    x = torch.ones(8, 4, device=device)
+    torch._dynamo.maybe_mark_dynamic(x, 0)
+    with torch.no_grad():
+        torch.compile(f, fullgraph=True, backend=lambda gm, _inputs: gm.forward)(x)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    reset()
+
+
 @dataclass
 class RawBreak:
     """A graph break or compile error as Dynamo saw it, before analysis."""

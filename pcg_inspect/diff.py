@@ -332,7 +332,8 @@ def _backend_verdicts(a: Report, b: Report) -> list[Change]:
 
 def _plan(a: Report, b: Report, same_device: bool, threshold: float, notes: list[str]) -> list[Change]:
     """Two plans (``--fail-on plan``): more CUDA graphs over the schedule (or more that identical pieces cannot share),
-    or a slower forecast compile (same device only), is a regression."""
+    a graph pool more than ``POOL_GROWTH`` bigger, a pool that no longer fits, or a slower forecast compile or capture
+    (same device only, beyond ``threshold``), is a regression."""
     pa, pb = a.plan, b.plan
     if pa is None or pb is None:
         if (pa is None) != (pb is None):
@@ -349,10 +350,22 @@ def _plan(a: Report, b: Report, same_device: bool, threshold: float, notes: list
             if x != y:
                 out.append(Change("plan", "introduced" if y > x else "fixed", f"plan: {g.backend} {what} {x} → {y}",
                                   regression=y > x))
-    if same_device and pa.forecast_compile_s > 0 and pb.forecast_compile_s > pa.forecast_compile_s * (1 + threshold):
-        out.append(Change("plan", "introduced", f"plan: compile forecast {pa.forecast_compile_s:.1f} s → "
-                                                  f"{pb.forecast_compile_s:.1f} s", regression=True))
+    for what, x, y in (("compile forecast", pa.forecast_compile_s, pb.forecast_compile_s),
+                       ("capture forecast", pa.forecast_capture_s, pb.forecast_capture_s)):
+        if same_device and x > 0 and y > x * (1 + threshold):
+            out.append(Change("plan", "introduced", f"plan: {what} {x:.1f} s → {y:.1f} s", regression=True))
+    x, y = pa.forecast_pool_bytes, pb.forecast_pool_bytes
+    if x > 0 and y > x * (1 + POOL_GROWTH):
+        out.append(Change("plan", "introduced", f"plan: graph pool forecast {x / 2**20:.0f} MiB → {y / 2**20:.0f} MiB",
+                          regression=True))
+    if pa.fits and pb.fits is False:
+        out.append(Change("plan", "introduced", f"plan: the pool no longer fits: {pb.memory_fit}", regression=True))
     return out
+
+
+POOL_GROWTH = 0.10
+"""A graph pool forecast this much bigger is a plan regression (the pool is measured, not timed: 10 % is far above
+its run-to-run spread, which is a 2 MiB segment)."""
 
 
 def _replay(a: Report, b: Report, unchanged: dict[str, int], same_device: bool, threshold: float, notes: list[str]) -> list[Change]:

@@ -267,6 +267,12 @@ class TraceOptions:
     """Seconds for the whole run, children and ranks included; 0: no limit."""
     observe_ops: bool = True
     """Run the target eagerly under a dispatch mode to check its ops (internal: bisection children skip it)."""
+    plan_sample: int = 0
+    """Internal (``plan``): 0, not a plan sample; n >= 1, a sample of a plan whose capture session runs n times (each
+    size's median kept: a shallow sample's milliseconds are small and noisy). Dynamo's first-compile setup is paid
+    before the compile is timed (``timings_s['compiler_setup_s']``); on a GPU the smallest and largest size are
+    replayed and checked, then every size is captured as the engine does and measured (``replay.engine``;
+    ``Report.capture_pass``)."""
     command: str = ""
     """The command line as typed, for the report (internal)."""
 
@@ -395,7 +401,8 @@ def defaults() -> dict[str, Any]:
 
 def flag_of(field_name: str) -> str:
     """The command-line flag of a field ('sizes' -> '--tokens'); the name itself when it has none."""
-    return next((meta.flag for name, meta in declared() if name == field_name), field_name)
+    flags = [*((name, meta) for name, meta in declared()), *((name, meta) for name, meta, _ in plan_declared())]
+    return next((meta.flag for name, meta in flags if name == field_name), field_name)
 
 
 def ini_value(field_name: str, text: str) -> Any:
@@ -412,6 +419,88 @@ def _from_cli_value(meta: Flag, value: Any) -> Any:
     if meta.parse is not None and isinstance(value, str):
         return meta.parse(value)
     return value
+
+
+def parse_samples(text: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4); 'all' -> (0,): the whole model."""
+    if text.strip() == "all":
+        return (0,)
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise OptionError("samples", f"expects layer counts (1 or more) separated by commas, or all, got {text!r}")
+    return counts
+
+
+def parse_sample_sizes(text: str) -> int:
+    """'4' -> 4; 'all' -> 0: every size of the schedule."""
+    if text.strip() == "all":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise OptionError("sample_sizes", f"expects a number of sizes (1 or more) or all, got {text!r}")
+    return n
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """One ``plan`` request, beside its ``TraceOptions``: declared once like them, from which the ``plan`` command's
+    options and ``inspect(plan=True, ...)``'s keywords derive."""
+
+    samples: tuple[int, ...] = _flag((1, 2), decls=("--samples",), metavar="K,K|all", parse=parse_samples, ini=False,
+                                     show=lambda v: "all" if tuple(v) == (0,) else ",".join(map(str, v)),
+                                     help="Layer counts traced to forecast the whole model (model targets); all: the "
+                                          "whole model, measured.")
+    """Layer counts of the samples; (0,): the whole model."""
+    sample_sizes: int = _flag(4, decls=("--sample-sizes",), metavar="N|all", parse=parse_sample_sizes, ini=False,
+                              show=lambda v: str(v) if v else "all",
+                              help="Sizes of the schedule each sample traces: the smallest, the largest and others "
+                                   "spread between; all: every size, measured.")
+    """Sizes of the schedule each sample traces; 0: all."""
+    max_bs: int = _flag(0, decls=("--max-bs",), metavar="N", parse=_parse_number(int), ini=False,
+                        help="The schedule's largest size (default: sglang's, 2048 for prefill, 256 for decode).")
+    """The schedule's largest size; 0: the phase's default."""
+    mem_fraction_static: float = _flag(0.0, decls=("--mem-fraction-static",), metavar="F", parse=_parse_number(float),
+                                       ini=False, help="sglang's share of the GPU for weights and KV cache; the graph "
+                                                       "pool must fit in the rest (default: sglang's for the GPU).")
+    """0: sglang's default for the GPU (``schedule.default_mem_fraction_static``)."""
+
+    def validate(self) -> "PlanOptions":
+        """Raises OptionError (the field named)."""
+        if not self.samples or min(self.samples) < 0 or (0 in self.samples and len(self.samples) > 1):
+            raise OptionError("samples", f"expects layer counts of 1 or more, or all, got {self.samples}")
+        if self.sample_sizes < 0:
+            raise OptionError("sample_sizes", f"expects 1 or more, or all, got {self.sample_sizes}")
+        if self.max_bs < 0:
+            raise OptionError("max_bs", f"must be 0 or more, got {self.max_bs}")
+        if not 0.0 <= self.mem_fraction_static < 1.0:
+            raise OptionError("mem_fraction_static", f"must be between 0 and 1, got {self.mem_fraction_static}")
+        return self
+
+    @classmethod
+    def from_values(cls, given: Mapping[str, Any]) -> "PlanOptions":
+        """From the CLI's values or ``inspect``'s keywords (field names; text parsed as the flag's; None: the
+        default), validated."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = given.get(f.name)
+            if value is None:
+                continue
+            values[f.name] = _from_cli_value(f.metadata["flag"], value)
+        if isinstance(values.get("samples"), list):
+            values["samples"] = tuple(values["samples"])
+        return cls(**values).validate()
+
+
+def plan_declared() -> Iterator[tuple[str, Flag, Any]]:
+    """``plan``'s own options: (field name, its Flag, its default)."""
+    for f in dataclasses.fields(PlanOptions):
+        yield f.name, f.metadata["flag"], f.default
 
 
 @dataclass(frozen=True)

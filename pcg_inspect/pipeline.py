@@ -54,6 +54,8 @@ class _State:
     replay_findings: tuple[Finding, ...] = ()
     backend_replays: tuple[Any, ...] = ()
     """Replays of the breakable / full captures asked for (GPU)."""
+    capture_pass: tuple[Any, ...] = ()
+    """A plan sample's capture pass over every size (GPU): ``SizeCapture`` records."""
     torch_version: str = ""
     target_object: Any = None
     on_stage: Optional[Callable[[str], None]] = None
@@ -110,6 +112,9 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
             _torch_compat.import_compiler()
         state.torch_version = torch.__version__
         _check_device(options, torch)
+    if options.plan_sample:  # a plan times the target's compile: Dynamo's once-per-process setup is counted apart
+        with _stage(state, "compiler_setup"):
+            _torch_compat.warm_compiler(options.device)
 
     with _stage(state, "load"):
         what = "loading" if state.target_object is not None or ":" in options.target else "building weights for"
@@ -137,17 +142,32 @@ def _run_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) 
         state.cut = split_stage.split(state.result.graphs, state.split_ops, state.target.roots)
         state.analysis = analyze.with_piece_findings(state.analysis, state.result, state.cut, state.target, options.judged_backends)
     if options.replay:
-        if checkpoint is not None:
-            checkpoint(_report(state))
-        with _stage(state, "replay"):
-            outcome = _replay(state, say)
-        if outcome is not None:
-            state.replay = outcome.replay
-            state.replay_findings = outcome.findings
-        if options.device.startswith("cuda"):
-            for backend in (b for b in options.judged_backends if b != "tc_piecewise"):
-                with _stage(state, f"replay:{backend}"):
-                    _replay_backend(state, backend, say)
+        _replay_stages(state, say, checkpoint)
+
+
+def _replay_stages(state: _State, say: Progress, checkpoint: Optional[Checkpoint]) -> None:
+    """tc_piecewise's replay, the other backends' (GPU), and a plan sample's capture pass (GPU)."""
+    options = state.options
+    if checkpoint is not None:
+        checkpoint(_report(state))
+    with _stage(state, "replay"):
+        outcome = _replay(state, say)
+    if outcome is not None:
+        state.replay = outcome.replay
+        state.replay_findings = outcome.findings
+    if not options.device.startswith("cuda"):
+        return
+    for backend in (b for b in options.judged_backends if b != "tc_piecewise"):
+        with _stage(state, f"replay:{backend}"):
+            _replay_backend(state, backend, say)
+    if options.plan_sample and outcome is not None:
+        with _stage(state, "capture_pass"):
+            from .replay.engine import capture_schedule
+
+            # the trace ran the compiled forward at every size: that was the engine's compile pass
+            forwards = {size: last * 1e3 for size, (_, last, _) in state.result.size_times.items()}
+            state.capture_pass = capture_schedule(_replay_inputs(state), state.split_ops, forwards, on_progress=say,
+                                                  repeats=options.plan_sample)
 
 
 @contextlib.contextmanager
@@ -170,23 +190,39 @@ def _check_device(options: TraceOptions, torch: Any) -> None:
 
 
 def _replay(state: _State, say: Progress) -> Any:
-    from .replay import ReplayInput, replay_pieces
+    from .replay import replay_pieces
 
     if state.analysis.graph_breaks:
         state.warnings.append("replay skipped: the target has graph breaks, so PCG would not capture it; fix them first")
         return None
-    inputs = [
-        ReplayInput(size, g.index, g.gm, args)
-        for g in state.result.graphs
-        for size, args in g.recorded.items()
-    ]
+    inputs = _replay_inputs(state)
     if not inputs:
         state.warnings.append("replay skipped: no graph was captured")
         return None
-    inputs.sort(key=lambda ri: -ri.capture_size)  # largest first, as the engine captures
+    checked = _checked_sizes(state)
+    if checked is not None:
+        inputs = [ri for ri in inputs if ri.capture_size in checked]
     functions = {g.index: g.function for g in state.cut.graphs}
-    return replay_pieces(inputs, state.split_ops, state.options.device, state.options.isolate, on_progress=say,
-                  roots=state.target.roots, functions=functions, bisect=state.context.bisect)
+    return replay_pieces(inputs, state.split_ops, state.options.device,
+                         state.options.isolate, on_progress=say, roots=state.target.roots, functions=functions,
+                         bisect=state.context.bisect, timings=not state.options.plan_sample)
+
+
+def _replay_inputs(state: _State) -> list[Any]:
+    """Every (size, graph) the trace recorded, largest size first, as the engine captures."""
+    from .replay import ReplayInput
+
+    inputs = [ReplayInput(size, g.index, g.gm, args) for g in state.result.graphs for size, args in g.recorded.items()]
+    return sorted(inputs, key=lambda ri: -ri.capture_size)
+
+
+def _checked_sizes(state: _State) -> Optional[frozenset[int]]:
+    """The sizes replayed against eager, None for every one: with the engine's capture pass (``plan`` on a GPU) the
+    smallest and the largest (the pass captures the rest without checks)."""
+    sizes = {c.tokens for c in state.target.calls if c.tokens is not None}
+    if state.options.plan_sample and state.options.device.startswith("cuda") and sizes:
+        return frozenset({min(sizes), max(sizes)})
+    return None
 
 
 def _replay_backend(state: _State, backend: str, say: Progress) -> None:
@@ -195,7 +231,8 @@ def _replay_backend(state: _State, backend: str, say: Progress) -> None:
     from .replay.plain import outcome_findings, replay_backend
     from .report import Replay
 
-    outcome = replay_backend(state.target, backend, state.break_ops, state.target.roots, on_progress=say)
+    outcome = replay_backend(state.target, backend, state.break_ops, state.target.roots, on_progress=say,
+                             sizes=_checked_sizes(state))
     note = {"full": "the whole forward captured as one CUDA graph per size (sglang's full backend: two eager warm-ups, "
                     "one capture stream, one shared pool); replayed with fresh inputs against eager",
             "breakable": "the forward captured as segments cut at the break points (@eager_on_graph functions, break "
@@ -217,6 +254,7 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
         options, torch_version=state.torch_version, device=_device_name(options.device), capture_sizes=sizes,
         sglang_version=state.sglang_version, world_size=state.context.world_size, rank=state.context.rank,
         weight_bytes=_weight_bytes(target.module) if target is not None else 0,
+        gpu_bytes=_gpu_bytes(options.device) if state.torch_version else 0,
     )
     breaks, graphs, pieces = (a.graph_breaks if a else ()), (cut.graphs if cut else ()), (cut.pieces if cut else ())
     recompiles = a.recompiles if a else ()
@@ -232,6 +270,7 @@ def _report(state: _State, extra: tuple[Finding, ...] = ()) -> Report:
         compile_sizes=tuple(SizeCompile(size, round(first, 4), round(last, 4), n) for size, (first, last, n)
                             in (state.result.size_times.items() if state.result else ())),
         segments=tuple(a.observation.segments) if a and a.observation and "breakable" in options.judged_backends else (),
+        capture_pass=state.capture_pass,
     )
 
 
@@ -280,6 +319,17 @@ def _device_name(device: str) -> str:
 
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return "cpu"
+
+
+def _gpu_bytes(device: str) -> int:
+    if not device.startswith("cuda"):
+        return 0
+    import torch
+
+    try:
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    except Exception:  # no CUDA after all: the device check says so
+        return 0
 
 
 def _weight_bytes(module: Any) -> int:

@@ -288,6 +288,28 @@ class SizeCompile:
 
 
 @dataclass(frozen=True)
+class SizeCapture:
+    """GPU, ``plan``: one size of the engine's capture pass (``replay.engine``), nothing of ours in between."""
+
+    size: int
+    graph: int
+    graphs: int
+    """CUDA graphs captured at this size (the captured pieces)."""
+    warmup_ms: float
+    """The compile pass's forward at this size (the current stream)."""
+    capture_ms: float
+    """The capture session at this size: its warm-up forward and the capture forward."""
+    pool_bytes: int
+    """What the pool shared by every size and piece holds after this size (it only grows)."""
+    peak_extra_bytes: int
+    """Peak memory allocated since the pass began, above what was allocated when it began (the weights, the inputs):
+    the pool and the transient activations."""
+    status: str = "ok"
+    """ok | capture_failed | error (not run: the CUDA context broke at a larger size)."""
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class PlanSample:
     """One traced sample of a model: ``layers`` layers over the whole schedule."""
 
@@ -303,6 +325,20 @@ class PlanSample:
     segments: int = 0
     """breakable's segments per size (0: breakable not planned)."""
     distinct_segments: int = 0
+    sizes: tuple[int, ...] = ()
+    """The sizes this sample traced (a few of the schedule, or all of it)."""
+    captures: tuple[SizeCapture, ...] = ()
+    """GPU: the engine's capture pass at each of ``sizes``, largest first (empty on a CPU)."""
+    compiler_setup_s: float = 0.0
+    """Dynamo's once-per-process setup, paid before ``compile_s`` was timed (the engine pays it once)."""
+
+    @property
+    def capture_s(self) -> float:
+        return sum(c.capture_ms for c in self.captures) / 1e3
+
+    @property
+    def pool_bytes(self) -> int:
+        return max((c.pool_bytes for c in self.captures), default=0)
 
 
 @dataclass(frozen=True)
@@ -335,13 +371,32 @@ class Plan:
     forecast_weight_bytes: int
     """The whole model's parameters and buffers, on the same line through the samples (in the dtype traced)."""
     forecast_compile_s: float
-    """tc_piecewise's compile seconds for ``layers_total`` layers, from a straight line through the samples
-    (breakable and full compile nothing)."""
+    """tc_piecewise's compile seconds for ``layers_total`` layers, from a straight line through the samples, plus
+    Dynamo's once-per-process setup (breakable and full compile nothing)."""
     graphs: tuple[PlanGraphs, ...]
     """Per backend planned: the CUDA graphs captured over the schedule."""
     fit: str
     """How the forecast was made, in words."""
     notes: tuple[str, ...] = ()
+    sampled_sizes: tuple[int, ...] = ()
+    """The sizes the samples traced (``--sample-sizes``): the others are interpolated between them."""
+    checked_sizes: tuple[int, ...] = ()
+    """GPU: the sizes replayed against eager (the report's ``replay``); the others were captured, not checked."""
+    forecast_warmup_s: float = 0.0
+    """GPU, tc_piecewise: the compile pass's forwards over the schedule, whole model."""
+    forecast_capture_s: float = 0.0
+    """GPU, tc_piecewise: the capture session over the schedule (a warm-up and a capture forward per size)."""
+    forecast_pool_bytes: int = 0
+    """GPU, tc_piecewise: the shared CUDA-graph pool after the whole schedule, per GPU."""
+    forecast_peak_bytes: int = 0
+    """GPU, tc_piecewise: peak memory allocated during the capture pass, per GPU: the weights and the pass's own
+    peak above them (``SizeCapture.peak_extra_bytes``)."""
+    memory_fit: str = ""
+    """GPU: the pool's fit in the share of the GPU sglang leaves outside --mem-fraction-static, in words."""
+    fits: Optional[bool] = None
+    """GPU: whether the forecast pool fits that share and the weights the static share (None: not measured)."""
+    mem_fraction_static: float = 0.0
+    gpu_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -425,6 +480,8 @@ class Environment:
     sglang_version: str = ""
     weight_bytes: int = 0
     """The target module's parameters and buffers, in bytes, as built (this rank's shard under --nproc)."""
+    gpu_bytes: int = 0
+    """GPU runs: the device's total memory (``torch.cuda.get_device_properties``); 0 on a CPU."""
     world_size: int = 1
     """Ranks traced (--nproc)."""
     rank: int = 0
@@ -477,6 +534,8 @@ class Report:
     """GPU only: the breakable / full captures asked for (``mode`` names the backend); ``replay`` is tc_piecewise's."""
     compile_sizes: tuple[SizeCompile, ...] = ()
     """What tracing each capture size cost, largest first."""
+    capture_pass: tuple[SizeCapture, ...] = ()
+    """GPU ``plan`` only: the engine's capture pass over every size (``replay`` then checks a few sizes only)."""
     segments: tuple[str, ...] = ()
     """breakable judged: its segments at the largest size, in order, as digests of their ops (equal digests: the
     same graph, which sglang's executable dedup can share); one more than the break-point calls."""

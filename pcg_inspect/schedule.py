@@ -40,3 +40,25 @@ def engine_sizes(phase: str, max_bs: int = 0) -> tuple[int, ...]:
     if phase == "decode":
         return decode_sizes(max_bs or DECODE_MAX_BS)
     return prefill_sizes(max_bs or PREFILL_MAX_BS)
+
+
+def default_mem_fraction_static(gpu_bytes: int, tp: int = 1, prefill_sizes_count: int = 42) -> float:
+    """sglang 0.5.23's default ``--mem-fraction-static`` (``arg_groups/memory_hook.py``): the share of the GPU for
+    weights and the KV cache; the rest is reserved for activations and CUDA graphs. The reserve (MiB) is 512, 1.5
+    per chunked-prefill token (at least 2048; the chunk and the decode max batch grow with the GPU's memory), 1024
+    per 8 ranks, 2 per decode graph batch, 8 per prefill graph size, and at least 10 GiB on a GPU over 60 GiB."""
+    mib = gpu_bytes / 2**20
+    if mib < 20 * 1024:
+        chunk, decode_bs = 2048, 8
+    elif mib < 35 * 1024:
+        chunk, decode_bs = 4096, 48 if tp < 4 else 160
+    elif mib < 60 * 1024:
+        chunk, decode_bs = 4096, 32 if tp < 4 else 160
+    elif mib < 160 * 1024:
+        chunk, decode_bs = 8192, 256 if tp < 4 else 512
+    else:
+        chunk, decode_bs = 16384, 512
+    reserved = 512 + max(chunk, 2048) * 1.5 + tp / 8 * 1024 + decode_bs * 2 + prefill_sizes_count * 8
+    if mib > 60 * 1024:
+        reserved = max(reserved, 10 * 1024)
+    return round((mib - reserved) / mib, 3)

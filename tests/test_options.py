@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from pcg_inspect.cli import app
 from pcg_inspect.errors import UsageError
-from pcg_inspect.options import ModelOptions, TraceOptions
+from pcg_inspect.options import ModelOptions, PlanOptions, TraceOptions, plan_declared
 
 SHRINK = ("hidden_size=64", "intermediate_size=128", "num_attention_heads=4", "num_key_value_heads=2", "vocab_size=128")
 
@@ -17,7 +17,7 @@ def test_round_trip_keeps_every_field():
     opts = TraceOptions(target="llama3-8b", sizes=(16, 2), split_ops=("a::b",), device="cuda:1", dtype="bf16",
                         dynamic="unbacked", replay=False, isolate=True, sglang_split_ops=False, observe_ops=False,
                         model=ModelOptions("0-1", 0, "sdpa", SHRINK), nproc=2, timeout=12.5, command="x",
-                        backends=("breakable", "full"), phase="decode", break_ops=("x::y",))
+                        backends=("breakable", "full"), phase="decode", break_ops=("x::y",), plan_sample=3)
     data = json.loads(json.dumps(opts.to_dict()))
     assert TraceOptions.from_dict(data) == opts
     # every field differs from its default above, so none can be dropped silently
@@ -85,7 +85,7 @@ def test_cli_api_and_pytest_options_are_derived_from_trace_options_with_the_same
     assert parsed == TraceOptions(target="x.py:make")
     # the API: the same names with the same defaults
     api = {p.name: p.default for p in pyinspect.signature(pcg_inspect.inspect).parameters.values()
-           if p.kind is p.KEYWORD_ONLY and p.name not in ("progress", "model", "plan", "samples", "max_bs")}
+           if p.kind is p.KEYWORD_ONLY and p.name not in ("progress", "model", "plan", *(n for n, _, _ in plan_declared()))}
     assert api == base
     assert TraceOptions.from_api("x.py:make", {}) == TraceOptions(target="x.py:make")
     assert TraceOptions.from_api("x.py:make", {"timeout": None}).timeout == 600.0
@@ -156,3 +156,20 @@ def test_tokens_take_the_engines_schedule():
     for bad in ("prefill:0", "prefill:x", "prefill:3"):
         with pytest.raises(UsageError):
             parse_sizes(bad)
+
+
+def test_plan_options_are_declared_once():
+    """``plan``'s own options: the CLI's and ``inspect(plan=True)``'s come from PlanOptions' fields."""
+    import inspect as pyinspect
+
+    import pcg_inspect
+    from pcg_inspect.cli._utils import PLAN_OPTIONS
+
+    names = [n for n, _, _ in plan_declared()]
+    assert [p.name for p in PLAN_OPTIONS] == names == ["samples", "sample_sizes", "max_bs", "mem_fraction_static"]
+    api = {p.name: p.default for p in pyinspect.signature(pcg_inspect.inspect).parameters.values() if p.name in names}
+    assert api == {n: d for n, _, d in plan_declared()}
+    cli = PlanOptions.from_values({p.name: p.default for p in PLAN_OPTIONS})
+    assert cli == PlanOptions() and PlanOptions.from_values({"samples": "all", "sample_sizes": "all"}) == PlanOptions((0,), 0)
+    with pytest.raises(UsageError, match="mem_fraction_static"):
+        PlanOptions.from_values({"mem_fraction_static": 1.0})

@@ -1,5 +1,6 @@
-"""`pcg-inspect plan` (issue #24, CPU part): the engine's schedule over the whole model, compile and graph counts
-forecast from a few layers. Capture time and graph memory need the GPU (not measured yet)."""
+"""`pcg-inspect plan` (issue #24): the engine's schedule over the whole model, compile and graph counts forecast from
+a few layers at a few sizes; the capture pass's forecast (GPU numbers) from per-size records. The capture pass itself
+runs on the GPU: tests/gpu/test_plan_gpu.py."""
 
 import json
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 
 from conftest import EXAMPLES, ROOT
 from pcg_inspect.diff import diff
-from pcg_inspect.options import ModelOptions, TraceOptions
+from pcg_inspect.options import ModelOptions, PlanOptions, TraceOptions
 from pcg_inspect.plan import make_plan
 from pcg_inspect.schedule import prefill_sizes
 
@@ -19,12 +20,12 @@ SMALL = ("hidden_size=128", "intermediate_size=256", "num_attention_heads=4", "n
          "vocab_size=512")
 
 
-def _llama(layers, samples=(1, 2), sizes="prefill:256", **options):
+def _llama(layers, samples=(1, 2), sizes="prefill:256", sample_sizes=0, **options):
     from pcg_inspect.options import parse_sizes
 
     opts = TraceOptions(target="llama3-8b", sizes=parse_sizes(sizes), **options,
                         model=ModelOptions(overrides=SMALL + (f"num_hidden_layers={layers}",)))
-    return make_plan(opts, samples)
+    return make_plan(opts, PlanOptions(samples=samples, sample_sizes=sample_sizes))
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,9 @@ def test_the_plan_covers_the_schedule_and_forecasts_graph_counts(planned):
     first = max(p.schedule)
     assert [c.size for c in p.sizes if c.graphs_compiled] == [first] and len(p.sizes) == len(p.schedule)
     assert any("need a GPU" in n for n in p.notes)
+    # a sample pays Dynamo's once-per-process setup before its compile is timed; the forecast counts it once
+    assert planned.timings_s["compiler_setup_s"] > 0 and p.samples[-1].compiler_setup_s > 0
+    assert p.forecast_compile_s >= p.samples[-1].compiler_setup_s
 
 
 def test_the_graph_forecast_equals_a_measured_deeper_model(planned):
@@ -92,15 +96,128 @@ def test_the_cli_plans_a_file_target_and_refuses_bad_samples(tmp_path):
     assert "Forecast for the target over 10 sizes" in res.stdout
     plan = json.loads(out.read_text())["plan"]
     assert plan["schedule"] == [4, 8, 12, 16, 20, 24, 28, 32, 48, 64] and plan["layers_total"] == 0
-    bad = subprocess.run([sys.executable, "-m", "pcg_inspect", "plan", "llama3-8b", "--samples", "0"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert bad.returncode == 2 and "--samples" in bad.stderr and "Traceback" not in bad.stderr
+    for flag, value in (("--samples", "0"), ("--samples", "x"), ("--sample-sizes", "0"), ("--mem-fraction-static", "1.5")):
+        bad = subprocess.run([sys.executable, "-m", "pcg_inspect", "plan", "llama3-8b", flag, value],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert bad.returncode == 2 and flag in bad.stderr and "Traceback" not in bad.stderr, (flag, bad.stderr)
+
+
+def test_a_few_sizes_stand_for_the_schedule():
+    from pcg_inspect.plan import sampled
+
+    schedule = prefill_sizes()
+    assert sampled(schedule, 4) == (4, 144, 448, 2048) and sampled(schedule, 2) == (4, 2048)
+    assert sampled(schedule, 0) == schedule == sampled(schedule, 99) and sampled(schedule, 1) == (2048,)
+    # the default: 4 sizes traced, the graph forecast the same as from the whole schedule, and it says so
+    few = _llama(6, sample_sizes=4).plan
+    assert few.sampled_sizes == (4, 32, 144, 256) and few.samples[-1].sizes == few.sampled_sizes
+    assert [c.size for c in few.sizes] == [256, 144, 32, 4]
+    whole = _llama(6).plan
+    assert few.graphs == whole.graphs and whole.sampled_sizes == whole.schedule
+    assert any("4 of the 22 sizes traced" in n for n in few.notes)
+    assert not any("sizes traced" in n for n in whole.notes)
+
+
+def _capture(size, layers, status="ok"):
+    from pcg_inspect.report import SizeCapture
+
+    # a made-up but exact law: each captured piece (one per layer, and one more) costs 0.4 ms + 0.001 ms per token
+    # to capture, half that in the compile pass; the pool 10 MiB per layer at the largest size (later sizes reuse
+    # it), the pass's peak above the weights 100 MiB per layer
+    pieces = layers + 1
+    ms = pieces * (0.4 + 0.001 * size)
+    return SizeCapture(size, 0, pieces, ms / 2, ms, 10 * 2**20 * layers, 100 * 2**20 * layers, status)
+
+
+def _gpu_samples(sizes=(4, 144, 448, 2048), layers=(1, 2)):
+    from pcg_inspect.report import PlanSample
+
+    return tuple(PlanSample(n, 1.0 + n, 1, n + 1, min(n + 1, 3), 1.0, 2**30 * n, sizes=tuple(sizes),
+                            captures=tuple(_capture(s, n) for s in sorted(sizes, reverse=True)), compiler_setup_s=0.5)
+                 for n in layers)
+
+
+def test_the_capture_pass_is_forecast_on_lines_in_layers_and_tokens(planned):
+    import dataclasses
+
+    from pcg_inspect.plan import forecast
+
+    schedule = prefill_sizes()
+    gpu = dataclasses.replace(planned, environment=dataclasses.replace(planned.environment, gpu_bytes=80 * 2**30))
+    opts = TraceOptions(target="llama3-8b", backends=("tc_piecewise",))
+    p = forecast(opts, schedule, 32, _gpu_samples(), gpu)
+    # proportional to the pieces (33 at 32 layers), linear in tokens between the sampled sizes: the sums are exact
+    expected = sum(33 * (0.4 + 0.001 * t) for t in schedule) / 1e3
+    assert p.forecast_capture_s == pytest.approx(expected, abs=1e-3)
+    assert p.forecast_warmup_s == pytest.approx(expected / 2, abs=1e-3)
+    # the peak: the whole model's weights (1 GiB a layer here) and the pass's own peak above them
+    assert p.forecast_pool_bytes == 320 * 2**20 and p.forecast_peak_bytes == 32 * 2**30 + 3200 * 2**20
+    assert p.forecast_compile_s == pytest.approx(1.0 + 32 + 0.5)  # the line, plus the setup once
+    # sglang's default static share for an 80 GiB GPU (its reserve: 10 GiB at least) holds 32 GiB of weights, and the
+    # rest a 320 MiB pool
+    from pcg_inspect.schedule import default_mem_fraction_static
+
+    assert p.mem_fraction_static == default_mem_fraction_static(80 * 2**30, 1, len(schedule)) == 0.832
+    assert p.fits is True and "fits: the pool (0.31 GiB)" in p.memory_fit and "sglang's default" in p.memory_fit
+    tight = forecast(opts, schedule, 32, _gpu_samples(), gpu, mem_fraction_static=0.999)
+    assert tight.fits is False and "does not fit" in tight.memory_fit
+    # no capture pass (a CPU): nothing forecast, and the plan says why
+    cpu = forecast(opts, schedule, 32, [dataclasses.replace(s, captures=()) for s in _gpu_samples()], planned)
+    assert cpu.forecast_capture_s == 0 and cpu.fits is None and any("need a GPU" in n for n in cpu.notes)
+
+
+def test_a_gpu_plan_shows_its_capture_pass_and_diff_fails_on_a_bigger_pool(planned):
+    import dataclasses
+
+    from pcg_inspect.plan import forecast
+    from pcg_inspect.render.console import plan_view
+    from pcg_inspect.render.html import render_html
+    from rich.console import Console
+
+    gpu = dataclasses.replace(planned, environment=dataclasses.replace(planned.environment, gpu_bytes=80 * 2**30))
+    opts = TraceOptions(target="llama3-8b", backends=("tc_piecewise",), device="cuda")
+    base = dataclasses.replace(gpu, plan=forecast(opts, prefill_sizes(), 32, _gpu_samples(), gpu))
+    console = Console(width=200, record=True)
+    console.print(plan_view(base))
+    text = console.export_text()
+    assert "Capture pass (deepest sample)" in text and "replayed against eager at" in text
+    assert "tc_piecewise capture pass:" in text and "memory: fits" in text
+    assert "id='plan-capture'" in render_html(base, None)
+    # the pool 20 % bigger, the capture twice as slow: both regressions; the pool no longer fitting too
+    bigger = [dataclasses.replace(s, captures=tuple(dataclasses.replace(c, pool_bytes=int(c.pool_bytes * 1.2),
+                                                                          capture_ms=c.capture_ms * 2)
+                                                    for c in s.captures)) for s in _gpu_samples()]
+    worse = dataclasses.replace(gpu, plan=forecast(opts, prefill_sizes(), 32, bigger, gpu))
+    d = diff(base, worse, fail_on=("plan",))
+    assert any(r.startswith("plan: graph pool forecast 320 MiB → 384 MiB") for r in d.regressions), d.regressions
+    assert any(r.startswith("plan: capture forecast") for r in d.regressions)
+    full = dataclasses.replace(gpu, plan=forecast(opts, prefill_sizes(), 32, bigger, gpu, mem_fraction_static=0.999))
+    assert any(r.startswith("plan: the pool no longer fits") for r in diff(base, full, fail_on=("plan",)).regressions)
+    assert not diff(base, base, fail_on=("plan",)).regressed
+
+
+def test_a_size_that_failed_capture_is_said():
+    import dataclasses
+
+    from pcg_inspect.plan import forecast
+
+    samples = list(_gpu_samples())
+    samples[-1] = dataclasses.replace(samples[-1], captures=samples[-1].captures[:-1] + (
+        dataclasses.replace(_capture(4, 2, "capture_failed"), message="operation not permitted when stream is capturing"),))
+    opts = TraceOptions(target="llama3-8b", backends=("tc_piecewise",))
+    from pcg_inspect.report import Report
+
+    p = forecast(opts, prefill_sizes(), 32, samples, Report.from_json(_llama(2, samples=(1,)).to_json()))
+    assert any("the capture pass failed at 4 tokens (operation not permitted" in n for n in p.notes)
 
 
 def test_the_api_plans_too():
     import pcg_inspect
 
-    r = pcg_inspect.inspect(f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", plan=True, sizes="prefill:32")
-    assert r.plan is not None and r.plan.schedule == (4, 8, 12, 16, 20, 24, 28, 32)
+    r = pcg_inspect.inspect(f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", plan=True, sizes="prefill:32",
+                            sample_sizes="all")
+    assert r.plan is not None and r.plan.schedule == (4, 8, 12, 16, 20, 24, 28, 32) == r.plan.sampled_sizes
+    with pytest.raises(Exception, match="plan=True"):
+        pcg_inspect.inspect(f"{EXAMPLES / 'nsa_indexer' / 'after.py'}:make", samples=(1,))
     with pytest.raises(Exception, match="target string"):
         pcg_inspect.inspect(lambda tokens=8: None, plan=True)

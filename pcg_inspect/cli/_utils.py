@@ -67,20 +67,31 @@ def _trace_parameters() -> tuple[inspect.Parameter, ...]:
 TRACE_OPTIONS = _trace_parameters()
 """The options ``trace``, ``diff`` and ``fix`` share, derived from ``TraceOptions``; ``with_trace_options`` adds them."""
 
+
+def _plan_parameters() -> tuple[inspect.Parameter, ...]:
+    from ..options import plan_declared
+
+    return tuple(_cli_parameter(name, meta, default) for name, meta, default in plan_declared())
+
+
+PLAN_OPTIONS = _plan_parameters()
+"""``plan``'s own options, derived from ``PlanOptions`` (``with_trace_options(plan=True)`` adds them)."""
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def with_trace_options(after: str, models: bool = True) -> Callable[[F], F]:
+def with_trace_options(after: str, models: bool = True, plan: bool = False) -> Callable[[F], F]:
     """Give a command the shared trace options, listed after its parameter ``after``.
 
     The command declares ``**shared`` and receives them there (for ``trace_options``); typer reads
     the combined signature, so ``--help`` lists them in that place. ``models=False``: a command that refuses
-    model targets (``fix``) does not offer the model options.
+    model targets (``fix``) does not offer the model options. ``plan=True``: ``plan``'s own options come first
+    (``plan_options`` takes them out of ``shared``).
     """
     from ..options import ModelOptions
 
     model_fields = {f for f in ModelOptions.__dataclass_fields__}
-    offered = tuple(p for p in TRACE_OPTIONS if models or p.name not in model_fields)
+    offered = (PLAN_OPTIONS if plan else ()) + tuple(p for p in TRACE_OPTIONS if models or p.name not in model_fields)
 
     def add(command: F) -> F:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
@@ -98,6 +109,13 @@ def trace_options(target: str, shared: dict[str, Any]) -> Any:
     from ..options import TraceOptions
 
     return TraceOptions.from_flags(target, shared, command=argv_command()).validate()
+
+
+def plan_options(shared: dict[str, Any]) -> Any:
+    """The validated ``PlanOptions``, taken out of a ``plan`` command's ``**shared``."""
+    from ..options import PlanOptions, plan_declared
+
+    return PlanOptions.from_values({name: shared.pop(name) for name, _, _ in plan_declared() if name in shared})
 
 
 def make_console(stderr: bool = False) -> Console:

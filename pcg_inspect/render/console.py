@@ -332,7 +332,7 @@ _register()
 
 
 def plan_view(report: Report) -> Group:
-    """``pcg-inspect plan``: the schedule, the samples, compile per size, the forecast for the whole model."""
+    """``pcg-inspect plan``: the schedule, the samples, compile per size, the capture pass, the forecast."""
     plan = report.plan
     env = report.environment
     if plan is None:
@@ -341,35 +341,70 @@ def plan_view(report: Report) -> Group:
     head = Text(f"pcg-inspect {env.tool_version} · plan · {env.target} · torch {env.torch_version} · {env.device} · "
                 f"{', '.join(plan.backends)} · {plan.phase}: {len(sizes)} sizes, {sizes[0]}–{sizes[-1]}" if sizes else "",
                 style="dim")
-    parts: list[Any] = [head, Text("")]
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", title_justify="left")
-    for col in ("layers", "compile s", "graphs", "captured pieces", "distinct", "segments", "distinct", "trace s"):
-        table.add_column(col, justify="right")
-    for s in plan.samples:
-        table.add_row(str(s.layers or "-"), f"{s.compile_s:.2f}", str(s.graphs), str(s.captured_pieces),
-                      str(s.distinct_pieces), str(s.segments or "-"), str(s.distinct_segments or "-"), f"{s.trace_s:.2f}")
-    parts += [Text("Samples — each traced over the whole schedule", style="bold"), table, Text("")]
+    parts: list[Any] = [head, Text(""), *_plan_samples(plan)]
     compiled = [c for c in plan.sizes if c.graphs_compiled]
     run_total = sum(c.run_s for c in plan.sizes)
     parts.append(Text("Per size (deepest sample) — compile is paid where a graph is compiled", style="bold"))
     for c in compiled:
         parts.append(Text(f"  {c.size:>5} tokens: {c.graphs_compiled} graph(s) compiled, {c.compile_s:.2f} s"))
     parts.append(Text(f"  {len(plan.sizes) - len(compiled)} other size(s) reuse them: {run_total:.3f} s of runs in all"))
-    parts.append(Text(""))
+    parts += [Text(""), *_plan_capture(plan), *_plan_forecast(plan, env.dtype)]
+    return Group(*parts)
+
+
+def _plan_samples(plan: Any) -> list[Any]:
+    gpu = bool(plan.forecast_pool_bytes or plan.forecast_capture_s)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", title_justify="left")
+    for col in ("layers", "compile s", "graphs", "captured pieces", "distinct", "segments", "distinct", "trace s") + (
+            ("capture s", "graph pool") if gpu else ()):
+        table.add_column(col, justify="right")
+    for s in plan.samples:
+        table.add_row(str(s.layers or "-"), f"{s.compile_s:.2f}", str(s.graphs), str(s.captured_pieces),
+                      str(s.distinct_pieces), str(s.segments or "-"), str(s.distinct_segments or "-"), f"{s.trace_s:.2f}",
+                      *((f"{s.capture_s:.2f}", _mib(s.pool_bytes)) if gpu else ()))
+    traced = plan.sampled_sizes or plan.schedule
+    what = ("the whole schedule" if tuple(traced) == tuple(plan.schedule)
+            else f"{len(traced)} sizes: {', '.join(map(str, traced))}")
+    return [Text(f"Samples — each traced over {what}", style="bold"), table, Text("")]
+
+
+def _plan_capture(plan: Any) -> list[Any]:
+    """The deepest sample's capture pass, a row per size (GPU)."""
+    captures = plan.samples[-1].captures if plan.samples else ()
+    if not captures:
+        return []
+    grid = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for col in ("tokens", "graphs", "warm-up ms", "capture ms", "pool after", "peak above weights", ""):
+        grid.add_column(col, justify="right" if col else "left")
+    for c in captures:
+        grid.add_row(str(c.size), str(c.graphs), f"{c.warmup_ms:.1f}", f"{c.capture_ms:.1f}", _mib(c.pool_bytes),
+                     _mib(c.peak_extra_bytes), Text(c.status if c.status != "ok" else "", style="red"))
+    checked = ", ".join(map(str, plan.checked_sizes)) or "none"
+    return [Text("Capture pass (deepest sample) — as the engine runs it, one pool shared by every size", style="bold"),
+            grid, Text(f"  replayed against eager at {checked} tokens only; the other sizes were captured, not checked",
+                       style="dim"), Text("")]
+
+
+def _plan_forecast(plan: Any, dtype: str) -> list[Any]:
     whole = f"{plan.layers_total} layers" if plan.layers_total else "the target"
-    parts.append(Text(f"Forecast for {whole} over {len(sizes)} sizes", style="bold"))
+    parts = [Text(f"Forecast for {whole} over {len(plan.schedule)} sizes", style="bold")]
     weights = plan.forecast_weight_bytes
     shown = f"{weights / 2**30:.2f} GiB" if weights >= 2**30 else _mib(weights)
-    parts.append(Text(f"  weights: {shown} ({env.dtype}, parameters and buffers)"))
+    parts.append(Text(f"  weights: {shown} ({dtype}, parameters and buffers)"))
     if "tc_piecewise" in plan.backends:
         parts.append(Text(f"  tc_piecewise compile: {plan.forecast_compile_s:.1f} s (breakable and full compile nothing)"))
     unit = {"tc_piecewise": "captured pieces", "breakable": "segments", "full": "whole forward"}
     for g in plan.graphs:
         saved = g.total - g.shared_total
-        parts.append(Text(f"  {g.backend}: {g.total} CUDA graphs ({g.per_size} {unit.get(g.backend, '')} x {len(sizes)} "
-                          f"sizes); {g.shared_total} if identical ones shared one graph per size"
+        parts.append(Text(f"  {g.backend}: {g.total} CUDA graphs ({g.per_size} {unit.get(g.backend, '')} x "
+                          f"{len(plan.schedule)} sizes); {g.shared_total} if identical ones shared one graph per size"
                           + (f" ({saved} fewer)" if saved > 0 else "")))
+    if plan.forecast_pool_bytes or plan.forecast_capture_s:
+        parts.append(Text(f"  tc_piecewise capture pass: {plan.forecast_warmup_s:.1f} s compile-pass forwards + "
+                          f"{plan.forecast_capture_s:.1f} s capture; graph pool {plan.forecast_pool_bytes / 2**30:.2f} GiB,"
+                          f" peak {plan.forecast_peak_bytes / 2**30:.2f} GiB per GPU"))
+    if plan.memory_fit:
+        parts.append(Text(f"  memory: {plan.memory_fit}", style="green" if plan.fits else "red"))
     parts.append(Text(f"  fit: {plan.fit}", style="dim"))
-    for note in plan.notes:
-        parts.append(Text(f"note: {note}", style="dim"))
-    return Group(*parts)
+    parts += [Text(f"note: {note}", style="dim") for note in plan.notes]
+    return parts

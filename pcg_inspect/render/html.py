@@ -125,6 +125,23 @@ def _plan(r: Report) -> list[str]:
            f"<th>distinct</th><th>segments</th><th>trace s</th></tr>{rows}</table>",
            "<table id='plan-sizes'><tr><th>tokens</th><th>graphs compiled</th><th>compile s</th><th>run s</th>"
            f"<th>first call</th></tr>{bars}</table>"]
+    captures = p.samples[-1].captures if p.samples else ()
+    if captures:
+        top = max((c.capture_ms + c.warmup_ms for c in captures), default=0.0) or 1.0
+        rows = "".join(
+            f"<tr><td>{c.size}</td><td>{c.graphs}</td><td>{c.warmup_ms:.1f}</td><td>{c.capture_ms:.1f}</td>"
+            f"<td>{c.pool_bytes / 2**20:.0f} MiB</td><td>{c.peak_extra_bytes / 2**20:.0f} MiB</td><td>{e(c.status)}</td>"
+            f"<td><div class='bar' style='width:{max(1, round(240 * c.warmup_ms / top))}px;background:#999'></div>"
+            f"<div class='bar' style='width:{max(1, round(240 * c.capture_ms / top))}px'></div></td></tr>"
+            for c in captures)
+        out += [f"<div class='card'>capture pass, whole model over the schedule: {p.forecast_warmup_s:.1f} s "
+                f"compile-pass forwards + {p.forecast_capture_s:.1f} s capture · graph pool "
+                f"{p.forecast_pool_bytes / 2**30:.2f} GiB · peak {p.forecast_peak_bytes / 2**30:.2f} GiB per GPU"
+                + (f"<br>{e(p.memory_fit)}" if p.memory_fit else "")
+                + f"<br><small>replayed against eager at {e(', '.join(map(str, p.checked_sizes)) or 'no size')} "
+                  "tokens only</small></div>",
+                "<table id='plan-capture'><tr><th>tokens</th><th>graphs</th><th>warm-up ms</th><th>capture ms</th>"
+                f"<th>pool after</th><th>peak above weights</th><th>status</th><th>warm-up / capture</th></tr>{rows}</table>"]
     out += [f"<div class='note'>{e(n)}</div>" for n in p.notes]
     return out
 

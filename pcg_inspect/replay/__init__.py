@@ -39,6 +39,7 @@ def replay_pieces(
     roots: Sequence[str] = (),
     functions: Optional[dict[int, str]] = None,
     bisect: Optional[Any] = None,
+    timings: bool = True,
 ) -> ReplayOutcome:
     """Replay each (size, graph), largest size first.
 
@@ -50,13 +51,15 @@ def replay_pieces(
         roots: the user's folders (where findings point).
         functions: graph index -> function name (for messages).
         bisect: ``options.Bisect``: only continue narrowing that piece's failure (a fresh worker).
+        timings: GPU: time each piece eager and replayed (``plan`` leaves it out: it measures the engine's pass).
     Returns:
         ReplayOutcome.
     """
     if bisect is not None:
         return _continue_bisect(inputs, split_ops, bisect, roots, functions or {})
     cuda = device.startswith("cuda")
-    sizes, facts = (_replay_cuda if cuda else _replay_cpu)(inputs, split_ops, isolate, on_progress)
+    sizes, facts = (_replay_cuda(inputs, split_ops, isolate, on_progress, timings) if cuda
+                    else _replay_cpu(inputs, split_ops, isolate, on_progress))
     note = (
         "CPU: pieces re-run and compared with the unsplit graph; no CUDA graph was captured."
         if not cuda
@@ -89,7 +92,7 @@ def _replay_cpu(inputs: Sequence[ReplayInput], split_ops: Sequence[str], isolate
 
 
 def _replay_cuda(inputs: Sequence[ReplayInput], split_ops: Sequence[str], isolate: bool,
-                 on_progress: Optional[Callable[[str], None]]) -> tuple[list[SizeReplay], list[PieceFacts]]:
+                 on_progress: Optional[Callable[[str], None]], timings: bool = True) -> tuple[list[SizeReplay], list[PieceFacts]]:
     import torch
 
     from .. import _torch_compat as compat
@@ -108,7 +111,7 @@ def _replay_cuda(inputs: Sequence[ReplayInput], split_ops: Sequence[str], isolat
             if on_progress:
                 on_progress(f"capturing at {run.ri.capture_size} tokens")
             try:
-                size, found = run.capture_and_check(ok)
+                size, found = run.capture_and_check(ok, timings)
             except Exception as exc:
                 size, found = SizeReplay(run.ri.capture_size, run.ri.graph_index, "error", (), message=one_line(exc)), []
             sizes.append(size)

@@ -24,7 +24,7 @@ import math
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 
 from .. import _torch_compat as compat
 from ..errors import one_line
@@ -191,9 +191,11 @@ class _Watch:
 
 
 def replay_backend(target: Any, backend: str, break_ops: Sequence[str], roots: Sequence[str],
-                   on_progress: Optional[Callable[[str], None]] = None) -> PlainOutcome:
-    """Capture ``target``'s forward under ``backend`` ('breakable' | 'full') at each size, replay, compare.
-    ``break_ops``: breakable's break ops (``@eager_on_graph`` functions are found by themselves)."""
+                   on_progress: Optional[Callable[[str], None]] = None,
+                   sizes: Optional[Collection[int]] = None) -> PlainOutcome:
+    """Capture ``target``'s forward under ``backend`` ('breakable' | 'full') at each size (of ``sizes``, when
+    given), replay, compare. ``break_ops``: breakable's break ops (``@eager_on_graph`` functions are found by
+    themselves)."""
     import torch
 
     from ..opnames import normalise_op_name, target_key
@@ -204,6 +206,8 @@ def replay_backend(target: Any, backend: str, break_ops: Sequence[str], roots: S
     stream, pool = torch.cuda.Stream(), torch.cuda.graph_pool_handle()
     outcome, shared = PlainOutcome(), [None]
     for call in sorted(target.calls, key=lambda c: -(c.tokens or 0)):
+        if sizes is not None and call.tokens not in sizes:
+            continue
         if on_progress:
             on_progress(f"{backend}: capturing at {call.tokens} tokens")
         try:

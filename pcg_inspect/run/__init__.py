@@ -182,7 +182,8 @@ def _run_ranks(options: TraceOptions, progress: Optional[Progress], echo: Option
         reports, errors = _rank_results(ranks, late, options, roots, deadline)
         mismatches: list[Finding] = []
         outputs = tuple(str(c.file(Answer.OUTPUT)) for c in ranks if c.file(Answer.OUTPUT).exists())
-        if outputs and not (deadline and time.time() >= deadline):
+        # plan (the capture pass) measures cost: the single-rank reference of the whole model is a check it skips
+        if outputs and not options.plan_sample and not (deadline and time.time() >= deadline):
             if progress:
                 progress("single-rank reference")
             ref = supervise.start(Path(tmp) / "reference", Request("reference", options, __version__, deadline, outputs=outputs),
