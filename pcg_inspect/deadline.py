@@ -106,7 +106,11 @@ class Deadline:
         if self._shield:
             self._held = True
             return
-        raise self._expired(traceback.extract_stack(frame))
+        if isinstance(sys.exc_info()[1], TraceTimeout):
+            # a timeout is being handled right now (ours settling it, or a target's except clause): another one
+            # raised here would escape that handler (ours: the run ends with no report); the alarm repeats anyway
+            return
+        raise self._expired(_frames_of(frame))
 
     def _extra(self) -> list[traceback.FrameSummary]:
         try:
@@ -150,4 +154,12 @@ class Deadline:
 
 def _stack_of(thread_id: int) -> list[traceback.FrameSummary]:
     frame = sys._current_frames().get(thread_id)
-    return traceback.extract_stack(frame) if frame is not None else []
+    return _frames_of(frame) if frame is not None else []
+
+
+def _frames_of(frame: Any) -> list[traceback.FrameSummary]:
+    """``frame``'s stack, outermost first, without reading source files: a signal handler stays short (the
+    worker's stack dump must not meet it half-way: a dump racing a busy thread can crash the process)."""
+    stack = traceback.StackSummary.extract(traceback.walk_stack(frame), lookup_lines=False)
+    stack.reverse()
+    return list(stack)

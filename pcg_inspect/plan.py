@@ -151,8 +151,9 @@ def forecast(options: TraceOptions, schedule: tuple[int, ...], total: int, sampl
         if unresolved:  # no per-layer cost seen: the deepest sample's compile is all that is known
             compile_s = deepest.compile_s + deepest.compiler_setup_s
         fit = (f"compile_s = {deepest.compiler_setup_s:.2f} (Dynamo's setup, once) + {a:.3f} + {b:.3f} x layers; "
-               f"pieces, segments, weights and capture cost likewise on a line (least squares through "
-               f"{', '.join(str(s.layers) for s in samples)} layers), at {total} layers")
+               f"pieces, segments, weights, pool and peak likewise on a line (least squares through "
+               f"{', '.join(str(s.layers) for s in samples)} layers), at {total} layers; capture time in proportion "
+               f"to the captured pieces")
     else:
         fit = ("one sample: the target as traced" if not total else
                f"one depth sampled ({deepest.layers} layers): no line to draw; the sample's own numbers")

@@ -142,11 +142,16 @@ def wait(children: Sequence[Child], deadline: float) -> list[int]:
 
 
 def _give_stack_time(child: Child) -> None:
-    """The child dumps its stacks shortly after the deadline: wait (briefly) for the dump before stopping it."""
+    """The child dumps its stacks shortly after the deadline: wait (briefly) for the whole dump before stopping it.
+    The dump is written thread by thread, the newest thread (our deadline watcher) first: a file that is merely not
+    empty can still lack the main thread, where the target is, so it must also stop growing."""
     path = child.file(Answer.STUCK)
+    size = -1
     for _ in range(20):
-        if path.exists() and path.stat().st_size > 0:
+        now = path.stat().st_size if path.exists() else 0
+        if now > 0 and now == size:
             return
+        size = now
         time.sleep(0.1)
 
 

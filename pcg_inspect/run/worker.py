@@ -24,8 +24,11 @@ from typing import Any, Callable, NoReturn, Optional
 
 from .request import PROTO_FD_ENV, Answer, Request
 
-STACK_AFTER_S = 2.0
-"""How long after the deadline every thread's stack is dumped (the parent stops the child a little later)."""
+STACK_AFTER_S = 2.5
+"""How long after the deadline every thread's stack is dumped (the parent stops the child a little later): between
+two of the deadline's repeated alarms (``deadline.RETRY_S`` apart, from the deadline on), so the dump does not run
+while the main thread is in the alarm's handler (faulthandler's dump racing it crashed the child, leaving half a
+dump without the target's line)."""
 
 _MAIN_PID = os.getpid()
 _REAL_EXIT = os._exit
