@@ -158,10 +158,11 @@ def forecast(options: TraceOptions, schedule: tuple[int, ...], total: int, sampl
         fit = ("one sample: the target as traced" if not total else
                f"one depth sampled ({deepest.layers} layers): no line to draw; the sample's own numbers")
     n = len(schedule)
+    pieces = max(deepest.captured_pieces, round(at_total([s.captured_pieces for s in samples])))
     graphs = []
     for backend in options.judged_backends:
         if backend == "tc_piecewise":
-            per, shared = max(deepest.captured_pieces, round(at_total([s.captured_pieces for s in samples]))), deepest.distinct_pieces
+            per, shared = pieces, deepest.distinct_pieces
         elif backend == "breakable":
             per, shared = max(deepest.segments, round(at_total([s.segments for s in samples]))), deepest.distinct_segments
         else:
@@ -184,7 +185,7 @@ def forecast(options: TraceOptions, schedule: tuple[int, ...], total: int, sampl
         notes.append(f"graphs compiled again at {', '.join(map(str, recompiled))} tokens (a recompile: see the "
                      f"trace's recompiles)")
     weights = max(deepest.weight_bytes, round(at_total([float(s.weight_bytes) for s in samples])))
-    gpu = _gpu_forecast(schedule, samples, at_total, weights, last, mem_fraction_static, notes)
+    gpu = _gpu_forecast(schedule, samples, at_total, pieces, weights, last, mem_fraction_static, notes)
     if not gpu and options.device.startswith("cuda"):
         why = next((w for w in last.warnings if w.startswith("replay skipped")), "no graph was captured")
         notes.insert(0, f"the capture pass did not run ({why}): capture time and graph memory are not forecast")
@@ -195,7 +196,7 @@ def forecast(options: TraceOptions, schedule: tuple[int, ...], total: int, sampl
 
 
 def _gpu_forecast(schedule: tuple[int, ...], samples: Sequence[PlanSample], at_total: Callable[[Sequence[float]], float],
-                  weights: int, last: Report, mem_fraction_static: float, notes: list[str]) -> dict:
+                  pieces: int, weights: int, last: Report, mem_fraction_static: float, notes: list[str]) -> dict:
     """The capture pass's cost for the whole model over the schedule (tc_piecewise): {} without a capture pass.
 
     Time: at each sampled size, the capture session and the compile pass's forward are proportional to the captured
@@ -212,8 +213,6 @@ def _gpu_forecast(schedule: tuple[int, ...], samples: Sequence[PlanSample], at_t
     if failed:
         notes.append(f"the capture pass failed at {', '.join(str(c.size) for c in failed)} tokens "
                      f"({failed[0].message}): the cost below counts the sizes that captured")
-    pieces = max(samples[-1].captured_pieces, round(at_total([s.captured_pieces for s in samples])))
-
     def per_size(key: str) -> dict[int, float]:
         out = {}
         for size in sorted({c.size for c in samples[-1].captures}):
